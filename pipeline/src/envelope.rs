@@ -1,0 +1,437 @@
+//! The SecureEnvelope contract: ProtoJSON (camelCase names, bytes as base64), validated once.
+//!
+//! The router reads only the clear header (ids, sender, recipient, flags). The ciphertext fields
+//! are checked to be base64 and carried along; they are never inspected, logged or printed
+//! (`Debug` shows their sizes only).
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, general_purpose};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::IdGenerator;
+use crate::error::EnvelopeError;
+use crate::message_id::MessageId;
+use crate::urn::UserUrn;
+
+/// Standard alphabet, padding optional (ProtoJSON parsers accept both).
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// URL-safe alphabet, padding optional (ProtoJSON parsers accept it too).
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Delivery priority, 0–9. Five and above is the express lane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Priority(u8);
+
+impl Priority {
+    /// Highest priority accepted.
+    pub const MAX: u8 = 9;
+    /// Lowest priority of the express lane.
+    pub const EXPRESS_FROM: u8 = 5;
+
+    /// Validates `value` (0–9).
+    pub fn new(value: i64) -> Result<Self, EnvelopeError> {
+        if (0..=i64::from(Self::MAX)).contains(&value) {
+            Ok(Self(value as u8))
+        } else {
+            Err(EnvelopeError::InvalidField {
+                field: "priority",
+                reason: "must be an integer from 0 to 9".into(),
+            })
+        }
+    }
+
+    /// The numeric value.
+    pub fn value(self) -> u8 {
+        self.0
+    }
+
+    /// Whether this envelope rides the express lane (served first from a backlog).
+    pub fn is_express(self) -> bool {
+        self.0 >= Self::EXPRESS_FROM
+    }
+}
+
+/// A validated envelope as received at ingest: its `messageId` may still be missing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvelopeDraft {
+    /// The client's dedupe key, if it sent one.
+    pub message_id: Option<MessageId>,
+    /// Who receives it.
+    pub recipient: UserUrn,
+    /// Who claims to send it; `None` is sealed sender.
+    pub sender: Option<UserUrn>,
+    /// Opaque ciphertext, never empty.
+    pub encrypted_data: Bytes,
+    /// Opaque wrapped key.
+    pub encrypted_symmetric_key: Option<Bytes>,
+    /// Opaque signature.
+    pub signature: Option<Bytes>,
+    /// Delivered to live sessions only: never stored, never pushed.
+    pub ephemeral: bool,
+    /// Lane and priority.
+    pub priority: Priority,
+}
+
+/// A validated envelope with its final `messageId`, as it travels on the bus and sits in queues.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The dedupe key, fixed at ingest.
+    pub message_id: MessageId,
+    /// Who receives it.
+    pub recipient: UserUrn,
+    /// Who claims to send it; `None` is sealed sender.
+    pub sender: Option<UserUrn>,
+    /// Opaque ciphertext, never empty.
+    pub encrypted_data: Bytes,
+    /// Opaque wrapped key.
+    pub encrypted_symmetric_key: Option<Bytes>,
+    /// Opaque signature.
+    pub signature: Option<Bytes>,
+    /// Delivered to live sessions only: never stored, never pushed.
+    pub ephemeral: bool,
+    /// Lane and priority.
+    pub priority: Priority,
+}
+
+/// The JSON shape on the wire. Unknown fields are ignored; proto field names are accepted too.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireIn {
+    #[serde(default, alias = "message_id")]
+    message_id: Option<String>,
+    #[serde(default, alias = "recipient_id")]
+    recipient_id: Option<String>,
+    #[serde(default, alias = "sender_id")]
+    sender_id: Option<String>,
+    #[serde(default, alias = "encrypted_data")]
+    encrypted_data: Option<String>,
+    #[serde(default, alias = "encrypted_symmetric_key")]
+    encrypted_symmetric_key: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default, alias = "is_ephemeral")]
+    is_ephemeral: Option<bool>,
+    #[serde(default)]
+    priority: Option<WirePriority>,
+}
+
+/// ProtoJSON writes int32 as a number but accepts a numeric string too.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WirePriority {
+    Number(i64),
+    Text(String),
+}
+
+/// The canonical JSON written by the router (standard padded base64, defaults omitted).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireOut<'a> {
+    message_id: &'a str,
+    recipient_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_id: Option<&'a str>,
+    encrypted_data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encrypted_symmetric_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_ephemeral: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    priority: u8,
+}
+
+fn is_zero(value: &u8) -> bool {
+    *value == 0
+}
+
+/// Decodes ProtoJSON bytes: standard or URL-safe alphabet, padded or not.
+fn decode_base64(field: &'static str, text: &str) -> Result<Bytes, EnvelopeError> {
+    STANDARD_LENIENT
+        .decode(text)
+        .or_else(|_| URL_SAFE_LENIENT.decode(text))
+        .map(Bytes::from)
+        .map_err(|_| EnvelopeError::InvalidField {
+            field,
+            reason: "not valid base64".into(),
+        })
+}
+
+fn encode_base64(bytes: &[u8]) -> String {
+    general_purpose::STANDARD.encode(bytes)
+}
+
+impl EnvelopeDraft {
+    /// Parses and validates a client's JSON body.
+    pub fn from_json(body: &[u8]) -> Result<Self, EnvelopeError> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(EnvelopeError::MalformedJson(
+                "the envelope must be a JSON object".into(),
+            ));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        let wire: WireIn = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if path.is_empty() || path == "." {
+                EnvelopeError::MalformedJson(inner.to_string())
+            } else {
+                EnvelopeError::MalformedJson(format!("{path}: {inner}"))
+            }
+        })?;
+        de.end()
+            .map_err(|err| EnvelopeError::MalformedJson(err.to_string()))?;
+
+        let recipient = match wire.recipient_id.as_deref() {
+            None | Some("") => return Err(EnvelopeError::MissingField("recipientId")),
+            Some(text) => UserUrn::parse(text)?,
+        };
+        let sender = match wire.sender_id.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(UserUrn::parse(text)?),
+        };
+        let encrypted_data = match wire.encrypted_data.as_deref() {
+            None | Some("") => return Err(EnvelopeError::MissingField("encryptedData")),
+            Some(text) => decode_base64("encryptedData", text)?,
+        };
+        if encrypted_data.is_empty() {
+            return Err(EnvelopeError::MissingField("encryptedData"));
+        }
+        let encrypted_symmetric_key = match wire.encrypted_symmetric_key.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(decode_base64("encryptedSymmetricKey", text)?),
+        };
+        let signature = match wire.signature.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(decode_base64("signature", text)?),
+        };
+        let message_id = match wire.message_id.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(MessageId::parse(text)?),
+        };
+        let priority = match wire.priority {
+            None => Priority::default(),
+            Some(WirePriority::Number(n)) => Priority::new(n)?,
+            Some(WirePriority::Text(text)) => {
+                Priority::new(text.parse().map_err(|_| EnvelopeError::InvalidField {
+                    field: "priority",
+                    reason: "must be an integer from 0 to 9".into(),
+                })?)?
+            }
+        };
+        Ok(Self {
+            message_id,
+            recipient,
+            sender,
+            encrypted_data,
+            encrypted_symmetric_key,
+            signature,
+            ephemeral: wire.is_ephemeral.unwrap_or(false),
+            priority,
+        })
+    }
+
+    /// Fixes the envelope's id: the client's, else a fresh one from `ids`. Done at ingest only.
+    pub fn into_envelope(self, ids: &dyn IdGenerator) -> Envelope {
+        Envelope {
+            message_id: self.message_id.unwrap_or_else(|| ids.message_id()),
+            recipient: self.recipient,
+            sender: self.sender,
+            encrypted_data: self.encrypted_data,
+            encrypted_symmetric_key: self.encrypted_symmetric_key,
+            signature: self.signature,
+            ephemeral: self.ephemeral,
+            priority: self.priority,
+        }
+    }
+}
+
+impl Envelope {
+    /// Parses an envelope that must already carry its `messageId` (as read from the bus).
+    pub fn from_json(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let draft = EnvelopeDraft::from_json(body)?;
+        let message_id = draft
+            .message_id
+            .clone()
+            .ok_or(EnvelopeError::MissingField("messageId"))?;
+        Ok(Envelope {
+            message_id,
+            recipient: draft.recipient,
+            sender: draft.sender,
+            encrypted_data: draft.encrypted_data,
+            encrypted_symmetric_key: draft.encrypted_symmetric_key,
+            signature: draft.signature,
+            ephemeral: draft.ephemeral,
+            priority: draft.priority,
+        })
+    }
+
+    /// The canonical JSON the router stores and delivers.
+    pub fn to_json(&self) -> String {
+        let wire = WireOut {
+            message_id: self.message_id.as_str(),
+            recipient_id: self.recipient.as_str(),
+            sender_id: self.sender.as_ref().map(UserUrn::as_str),
+            encrypted_data: encode_base64(&self.encrypted_data),
+            encrypted_symmetric_key: self.encrypted_symmetric_key.as_deref().map(encode_base64),
+            signature: self.signature.as_deref().map(encode_base64),
+            is_ephemeral: self.ephemeral,
+            priority: self.priority.value(),
+        };
+        serde_json::to_string(&wire)
+            .unwrap_or_else(|_| unreachable!("serialising strings and integers cannot fail"))
+    }
+}
+
+impl fmt::Debug for EnvelopeDraft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvelopeDraft")
+            .field("message_id", &self.message_id)
+            .field("recipient", &self.recipient)
+            .field("sender", &self.sender)
+            .field("encrypted_data_len", &self.encrypted_data.len())
+            .field("ephemeral", &self.ephemeral)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("message_id", &self.message_id)
+            .field("recipient", &self.recipient)
+            .field("sender", &self.sender)
+            .field("encrypted_data_len", &self.encrypted_data.len())
+            .field("ephemeral", &self.ephemeral)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::UuidV7Ids;
+    use proptest::prelude::*;
+
+    fn parse(json: &str) -> Result<EnvelopeDraft, EnvelopeError> {
+        EnvelopeDraft::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn minimal_envelope_gets_defaults() {
+        let draft = parse(r#"{"recipientId":"bob","encryptedData":"aGk="}"#).unwrap();
+        assert_eq!(draft.recipient.as_str(), "urn:sm:user:bob");
+        assert_eq!(&draft.encrypted_data[..], b"hi");
+        assert_eq!(draft.priority.value(), 0);
+        assert!(!draft.ephemeral && draft.sender.is_none() && draft.message_id.is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_proto_names_accepted() {
+        let draft = parse(
+            r#"{"recipient_id":"urn:a:user:b","encrypted_data":"aGk","future":{"x":1},"priority":"7"}"#,
+        )
+        .unwrap();
+        assert!(draft.priority.is_express());
+        assert_eq!(&draft.encrypted_data[..], b"hi");
+    }
+
+    #[test]
+    fn url_safe_base64_is_accepted() {
+        let draft = parse(r#"{"recipientId":"b","encryptedData":"-_8"}"#).unwrap();
+        assert_eq!(&draft.encrypted_data[..], &[0xfb, 0xff]);
+    }
+
+    #[test]
+    fn bad_fields_name_the_field() {
+        let cases = [
+            (r#"{"encryptedData":"aGk="}"#, "recipientId"),
+            (r#"{"recipientId":"b"}"#, "encryptedData"),
+            (r#"{"recipientId":"b","encryptedData":"!!"}"#, "encryptedData"),
+            (r#"{"recipientId":"b","encryptedData":"aGk=","signature":"%"}"#, "signature"),
+            (r#"{"recipientId":"b","encryptedData":"aGk=","priority":10}"#, "priority"),
+            (r#"{"recipientId":"b","encryptedData":"aGk=","priority":"x"}"#, "priority"),
+            (r#"{"recipientId":"b","encryptedData":"aGk=","messageId":"a b"}"#, "messageId"),
+            (r#"{"recipientId":5,"encryptedData":"aGk="}"#, "recipientId"),
+            (r#"{"recipientId":"a:b","encryptedData":"aGk="}"#, "URN"),
+        ];
+        for (json, needle) in cases {
+            let err = parse(json).unwrap_err().to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+        assert!(matches!(parse("{"), Err(EnvelopeError::MalformedJson(_))));
+        assert!(matches!(parse("[]"), Err(EnvelopeError::MalformedJson(_))));
+    }
+
+    #[test]
+    fn canonical_json_round_trips_and_keeps_the_id() {
+        let draft = parse(
+            r#"{"recipientId":"bob","senderId":"alice","encryptedData":"AAEC","encryptedSymmetricKey":"Aw==","signature":"BA","isEphemeral":true,"priority":6}"#,
+        )
+        .unwrap();
+        let env = draft.into_envelope(&UuidV7Ids);
+        let json = env.to_json();
+        let back = Envelope::from_json(json.as_bytes()).unwrap();
+        assert_eq!(back, env);
+        assert!(json.contains("\"signature\":\"BA==\""), "{json}");
+    }
+
+    #[test]
+    fn debug_never_shows_ciphertext() {
+        let draft = parse(r#"{"recipientId":"b","encryptedData":"c2VjcmV0"}"#).unwrap();
+        let shown = format!("{draft:?}");
+        assert!(!shown.contains("c2VjcmV0") && !shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn bus_envelopes_need_an_id() {
+        assert_eq!(
+            Envelope::from_json(br#"{"recipientId":"b","encryptedData":"aGk="}"#),
+            Err(EnvelopeError::MissingField("messageId"))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = EnvelopeDraft::from_json(&body);
+        }
+
+        #[test]
+        fn valid_envelopes_round_trip(
+            data in proptest::collection::vec(any::<u8>(), 1..300),
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64)),
+            id in "[A-Za-z0-9._:-]{1,128}",
+            user in "[a-z0-9]{1,20}",
+            priority in 0u8..=9,
+            ephemeral in any::<bool>(),
+        ) {
+            let env = Envelope {
+                message_id: MessageId::parse(&id).unwrap(),
+                recipient: UserUrn::parse(&user).unwrap(),
+                sender: None,
+                encrypted_data: Bytes::from(data),
+                encrypted_symmetric_key: key.map(Bytes::from),
+                signature: None,
+                ephemeral,
+                priority: Priority::new(i64::from(priority)).unwrap(),
+            };
+            let back = Envelope::from_json(env.to_json().as_bytes()).unwrap();
+            prop_assert_eq!(back, env);
+        }
+    }
+}
