@@ -1,1 +1,15 @@
-//! placeholder
+//! Implementations of envelope-router's ports.
+//!
+//! # Layout
+//! * [`embedded`]: the all-in-one defaults: a durable local bus, queues and device tokens in one
+//!   on-disk [redb](https://www.redb.org) database, in-memory presence, rate limits and delivery
+//!   channel, and a push sender that logs.
+//! * [`error`]: errors raised while building adapters.
+//!
+//! Cloud backends (Redis, Pub/Sub, Firestore, FCM, APNs) get a folder each, one file per port.
+#![warn(missing_docs)]
+
+pub mod embedded;
+pub mod error;
+
+pub use error::AdapterError;

@@ -1,0 +1,145 @@
+//! The embedded on-disk database: one redb file in `DATA_DIR`, written by one thread with group
+//! commit, read from the blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+use tracing::error;
+
+use crate::error::AdapterError;
+
+/// Most write operations folded into one transaction (one fsync).
+const MAX_BATCH: usize = 512;
+
+/// Write operations waiting for the writer thread; callers wait when it is full.
+const WRITE_QUEUE: usize = 4096;
+
+/// Reports a batch's commit result to one operation's caller.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// One queued write: applies itself to the batch's transaction, then waits for the commit.
+type WriteJob = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
+
+/// A cloneable handle on the embedded database.
+///
+/// Writes are durable when they return: they are applied by a single writer thread that commits
+/// every queued write in one transaction (group commit), so concurrent callers share one fsync.
+#[derive(Clone)]
+pub struct EmbeddedDb {
+    db: Arc<Database>,
+    writer: mpsc::Sender<WriteJob>,
+}
+
+impl EmbeddedDb {
+    /// Opens (or creates) the database at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, AdapterError> {
+        let fail = |cause: String| AdapterError::OpenDatabase {
+            path: path.display().to_string(),
+            cause,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        }
+        let db = Arc::new(Database::create(path).map_err(|e| fail(e.to_string()))?);
+        let (writer, jobs) = mpsc::channel(WRITE_QUEUE);
+        let for_thread = db.clone();
+        std::thread::Builder::new()
+            .name("embedded-db-writer".into())
+            .spawn(move || write_loop(&for_thread, jobs))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self { db, writer })
+    }
+
+    /// Runs `op` in a write transaction and returns its result once the transaction is durable.
+    ///
+    /// If any operation of a batch fails, the whole batch is rolled back and every caller of the
+    /// batch gets an error (they retry; nothing half-written stays).
+    pub async fn write<T, F>(&self, op: F) -> Result<T, AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, AdapterError>>();
+        let job: WriteJob = Box::new(move |txn| match op(txn) {
+            Ok(value) => (
+                true,
+                Box::new(move |committed| {
+                    let _ = tx.send(committed.map(|()| value).map_err(AdapterError::Database));
+                }),
+            ),
+            Err(err) => {
+                let cause = err.to_string();
+                (
+                    false,
+                    Box::new(move |_| {
+                        let _ = tx.send(Err(AdapterError::Database(cause)));
+                    }),
+                )
+            }
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| AdapterError::Database("writer thread stopped".into()))?;
+        rx.await
+            .map_err(|_| AdapterError::Database("writer thread stopped".into()))?
+    }
+
+    /// Runs `op` in a read transaction on the blocking pool.
+    pub async fn read<T, F>(&self, op: F) -> Result<T, AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(redb::Error::from)?;
+            op(&txn)
+        })
+        .await
+        .map_err(|e| AdapterError::Database(e.to_string()))?
+        .map_err(|e| AdapterError::Database(e.to_string()))
+    }
+}
+
+/// The writer thread: takes every queued job, applies them in one transaction, commits once.
+fn write_loop(db: &Database, mut jobs: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(err) => {
+                error!(cause = %err, "embedded database cannot begin a write");
+                // Jobs dropped unrun: their callers see "writer thread stopped"-like errors.
+                continue;
+            }
+        };
+        let mut all_ok = true;
+        let mut completions = Vec::with_capacity(batch.len());
+        for job in batch {
+            let (ok, completion) = job(&txn);
+            all_ok &= ok;
+            completions.push(completion);
+        }
+        let result = if all_ok {
+            txn.commit().map_err(|e| e.to_string())
+        } else {
+            let _ = txn.abort();
+            Err("batch rolled back after a failed write".into())
+        };
+        if let Err(cause) = &result {
+            error!(%cause, "embedded database write failed");
+        }
+        for completion in completions {
+            completion(result.clone());
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Per-recipient queues in the embedded database.
+//!
+//! Tables: `queue` (recipient, lane, seq) → record; `queue_ids` (recipient, id) → (lane, seq);
+//! `dedupe` (recipient, id) → window end; `expiry` and `dedupe_expiry` index both by time for
+//! purges. Every operation is a B-tree lookup or range: ack is O(log n), no scans.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pipeline::clock::Clock;
+use pipeline::error::StoreError;
+use pipeline::ports::envelope_store::{
+    BacklogCursor, BacklogPage, EnqueueOutcome, EnvelopeStore, QueuedEnvelope, Retention,
+};
+use pipeline::{MessageId, UserUrn};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::embedded::database::EmbeddedDb;
+use crate::error::AdapterError;
+
+const QUEUE: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("queue");
+const QUEUE_IDS: TableDefinition<(&str, &str), (u8, u64)> = TableDefinition::new("queue_ids");
+const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
+const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
+const DEDUPE_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("dedupe_expiry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SEQ_KEY: &str = "queue_seq";
+
+/// Lane numbers: the express lane sorts first.
+const EXPRESS_LANE: u8 = 0;
+const NORMAL_LANE: u8 = 1;
+
+/// Purges delete at most this many entries per transaction.
+const PURGE_BATCH: usize = 1000;
+
+/// One stored envelope: when it expires, its id and its JSON.
+struct Record<'a> {
+    expires_at_ms: u64,
+    message_id: &'a str,
+    json: &'a str,
+}
+
+impl<'a> Record<'a> {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + self.message_id.len() + self.json.len());
+        out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
+        out.push(self.message_id.len() as u8);
+        out.extend_from_slice(self.message_id.as_bytes());
+        out.extend_from_slice(self.json.as_bytes());
+        out
+    }
+
+    fn decode(bytes: &'a [u8]) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt("queue record".into());
+        let (expiry, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (&id_len, rest) = rest.split_first().ok_or_else(corrupt)?;
+        if rest.len() < usize::from(id_len) {
+            return Err(corrupt());
+        }
+        let (id, json) = rest.split_at(usize::from(id_len));
+        Ok(Self {
+            expires_at_ms: u64::from_be_bytes(*expiry),
+            message_id: std::str::from_utf8(id).map_err(|_| corrupt())?,
+            json: std::str::from_utf8(json).map_err(|_| corrupt())?,
+        })
+    }
+}
+
+fn unavailable(err: AdapterError) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+fn encode_cursor(lane: u8, seq: u64) -> BacklogCursor {
+    BacklogCursor(format!("{lane}.{seq}"))
+}
+
+fn decode_cursor(cursor: &BacklogCursor) -> Result<(u8, u64), StoreError> {
+    let (lane, seq) = cursor.0.split_once('.').ok_or(StoreError::InvalidCursor)?;
+    let lane = lane.parse().map_err(|_| StoreError::InvalidCursor)?;
+    let seq = seq.parse().map_err(|_| StoreError::InvalidCursor)?;
+    Ok((lane, seq))
+}
+
+/// The embedded envelope store.
+#[derive(Clone)]
+pub struct EmbeddedEnvelopeStore {
+    db: EmbeddedDb,
+    retention: Retention,
+    clock: Arc<dyn Clock>,
+}
+
+impl EmbeddedEnvelopeStore {
+    /// A store in `db` keeping envelopes and ids as `retention` says.
+    pub async fn new(
+        db: EmbeddedDb,
+        retention: Retention,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AdapterError> {
+        db.write(|txn| {
+            txn.open_table(QUEUE)?;
+            txn.open_table(QUEUE_IDS)?;
+            txn.open_table(DEDUPE)?;
+            txn.open_table(EXPIRY)?;
+            txn.open_table(DEDUPE_EXPIRY)?;
+            txn.open_table(META)?;
+            Ok(())
+        })
+        .await?;
+        Ok(Self {
+            db,
+            retention,
+            clock,
+        })
+    }
+}
+
+#[async_trait]
+impl EnvelopeStore for EmbeddedEnvelopeStore {
+    async fn enqueue(&self, envelope: &QueuedEnvelope) -> Result<EnqueueOutcome, StoreError> {
+        let now = self.clock.now_ms();
+        let expires_at = now + self.retention.envelopes.as_millis() as u64;
+        let dedupe_until = now + self.retention.dedupe.as_millis() as u64;
+        let envelope = envelope.clone();
+        self.db
+            .write(move |txn| {
+                let user = envelope.recipient.as_str();
+                let id = envelope.message_id.as_str();
+                let mut dedupe = txn.open_table(DEDUPE)?;
+                if let Some(until) = dedupe.get((user, id))? {
+                    if until.value() > now {
+                        return Ok(EnqueueOutcome::Duplicate);
+                    }
+                }
+                let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
+                if let Some(old) = dedupe.insert((user, id), dedupe_until)? {
+                    dedupe_expiry.remove((old.value(), user, id))?;
+                }
+                dedupe_expiry.insert((dedupe_until, user, id), ())?;
+
+                let mut meta = txn.open_table(META)?;
+                let seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0) + 1;
+                meta.insert(SEQ_KEY, seq)?;
+                let lane = if envelope.express { EXPRESS_LANE } else { NORMAL_LANE };
+                let record = Record {
+                    expires_at_ms: expires_at,
+                    message_id: id,
+                    json: &envelope.json,
+                };
+                let mut ids = txn.open_table(QUEUE_IDS)?;
+                let mut queue = txn.open_table(QUEUE)?;
+                let mut expiry = txn.open_table(EXPIRY)?;
+                // An id past its dedupe window but still queued is replaced, not doubled.
+                if let Some(old) = ids.insert((user, id), (lane, seq))? {
+                    let (old_lane, old_seq) = old.value();
+                    if let Some(bytes) = queue.remove((user, old_lane, old_seq))? {
+                        if let Ok(old_record) = Record::decode(bytes.value()) {
+                            expiry.remove((old_record.expires_at_ms, user, id))?;
+                        }
+                    }
+                }
+                queue.insert((user, lane, seq), record.encode().as_slice())?;
+                expiry.insert((expires_at, user, id), ())?;
+                Ok(EnqueueOutcome::Stored)
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn backlog(
+        &self,
+        user: &UserUrn,
+        after: Option<&BacklogCursor>,
+        limit: usize,
+    ) -> Result<BacklogPage, StoreError> {
+        let start = match after {
+            Some(cursor) => {
+                let (lane, seq) = decode_cursor(cursor)?;
+                (lane, seq.checked_add(1).ok_or(StoreError::InvalidCursor)?)
+            }
+            None => (EXPRESS_LANE, 0),
+        };
+        let now = self.clock.now_ms();
+        let owner = user.clone();
+        let limit = limit.max(1);
+        let rows = self
+            .db
+            .read(move |txn| {
+                let queue = txn.open_table(QUEUE)?;
+                let user = owner.as_str();
+                let mut rows = Vec::new();
+                let mut last = None;
+                let mut more = false;
+                for entry in queue.range((user, start.0, start.1)..=(user, NORMAL_LANE, u64::MAX))? {
+                    let (key, value) = entry?;
+                    if rows.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    let (_, lane, seq) = key.value();
+                    last = Some((lane, seq));
+                    rows.push((lane, value.value().to_vec()));
+                }
+                Ok((rows, last, more))
+            })
+            .await
+            .map_err(unavailable)?;
+        let (rows, last, more) = rows;
+        let mut envelopes = Vec::with_capacity(rows.len());
+        for (lane, bytes) in &rows {
+            let record = Record::decode(bytes)?;
+            if record.expires_at_ms <= now {
+                continue;
+            }
+            envelopes.push(QueuedEnvelope {
+                message_id: MessageId::parse(record.message_id)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                recipient: user.clone(),
+                express: *lane == EXPRESS_LANE,
+                json: record.json.into(),
+            });
+        }
+        Ok(BacklogPage {
+            envelopes,
+            next: if more {
+                last.map(|(lane, seq)| encode_cursor(lane, seq))
+            } else {
+                None
+            },
+        })
+    }
+
+    async fn ack(&self, user: &UserUrn, ids: &[MessageId]) -> Result<usize, StoreError> {
+        let owner = user.clone();
+        let ids = ids.to_vec();
+        self.db
+            .write(move |txn| {
+                let user = owner.as_str();
+                let mut index = txn.open_table(QUEUE_IDS)?;
+                let mut queue = txn.open_table(QUEUE)?;
+                let mut expiry = txn.open_table(EXPIRY)?;
+                let mut removed = 0;
+                for id in &ids {
+                    let Some(position) = index.remove((user, id.as_str()))? else {
+                        continue;
+                    };
+                    let (lane, seq) = position.value();
+                    if let Some(bytes) = queue.remove((user, lane, seq))? {
+                        if let Ok(record) = Record::decode(bytes.value()) {
+                            expiry.remove((record.expires_at_ms, user, id.as_str()))?;
+                        }
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn contains(&self, user: &UserUrn, id: &MessageId) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let owner = user.clone();
+        let id = id.clone();
+        let record = self
+            .db
+            .read(move |txn| {
+                let index = txn.open_table(QUEUE_IDS)?;
+                let Some(position) = index.get((owner.as_str(), id.as_str()))? else {
+                    return Ok(None);
+                };
+                let (lane, seq) = position.value();
+                let queue = txn.open_table(QUEUE)?;
+                Ok(queue.get((owner.as_str(), lane, seq))?.map(|v| v.value().to_vec()))
+            })
+            .await
+            .map_err(unavailable)?;
+        match record {
+            Some(bytes) => Ok(Record::decode(&bytes)?.expires_at_ms > now),
+            None => Ok(false),
+        }
+    }
+
+    async fn depth(&self, user: &UserUrn) -> Result<u64, StoreError> {
+        let now = self.clock.now_ms();
+        let owner = user.clone();
+        self.db
+            .read(move |txn| {
+                let queue = txn.open_table(QUEUE)?;
+                let user = owner.as_str();
+                let mut count = 0;
+                for entry in queue.range((user, EXPRESS_LANE, 0)..=(user, NORMAL_LANE, u64::MAX))? {
+                    let (_, value) = entry?;
+                    let bytes = value.value();
+                    let expires = bytes
+                        .first_chunk::<8>()
+                        .map(|b| u64::from_be_bytes(*b))
+                        .unwrap_or(0);
+                    if expires > now {
+                        count += 1;
+                    }
+                }
+                Ok(count)
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let now = self.clock.now_ms();
+            let purged = self
+                .db
+                .write(move |txn| {
+                    let mut purged = 0u64;
+                    let mut expiry = txn.open_table(EXPIRY)?;
+                    let mut index = txn.open_table(QUEUE_IDS)?;
+                    let mut queue = txn.open_table(QUEUE)?;
+                    let due: Vec<(u64, String, String)> = expiry
+                        .range((0, "", "")..(now + 1, "", ""))?
+                        .take(PURGE_BATCH)
+                        .map(|e| e.map(|(k, _)| {
+                            let (at, user, id) = k.value();
+                            (at, user.to_owned(), id.to_owned())
+                        }))
+                        .collect::<Result<_, _>>()?;
+                    for (at, user, id) in &due {
+                        expiry.remove((*at, user.as_str(), id.as_str()))?;
+                        if let Some(position) = index.remove((user.as_str(), id.as_str()))? {
+                            let (lane, seq) = position.value();
+                            queue.remove((user.as_str(), lane, seq))?;
+                        }
+                        purged += 1;
+                    }
+                    let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
+                    let mut dedupe = txn.open_table(DEDUPE)?;
+                    let stale: Vec<(u64, String, String)> = dedupe_expiry
+                        .range((0, "", "")..(now + 1, "", ""))?
+                        .take(PURGE_BATCH)
+                        .map(|e| e.map(|(k, _)| {
+                            let (at, user, id) = k.value();
+                            (at, user.to_owned(), id.to_owned())
+                        }))
+                        .collect::<Result<_, _>>()?;
+                    for (at, user, id) in &stale {
+                        dedupe_expiry.remove((*at, user.as_str(), id.as_str()))?;
+                        dedupe.remove((user.as_str(), id.as_str()))?;
+                    }
+                    Ok((purged, due.len() + stale.len()))
+                })
+                .await
+                .map_err(unavailable)?;
+            total += purged.0;
+            if purged.1 < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.db
+            .read(|txn| {
+                txn.open_table(META)?.len()?;
+                Ok(())
+            })
+            .await
+            .map_err(unavailable)
+    }
+}

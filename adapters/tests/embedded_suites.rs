@@ -1,0 +1,91 @@
+//! The embedded adapters pass the same behaviour suites every backend passes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use adapters::embedded::bus::EmbeddedBusConfig;
+use adapters::embedded::{
+    EmbeddedBus, EmbeddedDb, EmbeddedDeviceTokenStore, EmbeddedEnvelopeStore, MemoryPresenceStore,
+};
+use pipeline::clock::SystemClock;
+use pipeline::ports::{DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore};
+use pipeline::testkit;
+
+fn temp_db(name: &str) -> (EmbeddedDb, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "er-suite-{name}-{}-{}",
+        std::process::id(),
+        uuid_like()
+    ));
+    let db = EmbeddedDb::open(&dir.join("router.redb")).expect("open db");
+    (db, dir)
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn embedded_envelope_store_passes_the_suite() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    testkit::envelope_store_suite("embedded", |retention| {
+        let (db, dir) = temp_db("store");
+        dirs.lock().unwrap().push(dir);
+        async move {
+            Arc::new(
+                EmbeddedEnvelopeStore::new(db, retention, Arc::new(SystemClock))
+                    .await
+                    .expect("store"),
+            ) as Arc<dyn EnvelopeStore>
+        }
+    })
+    .await;
+    for dir in dirs.into_inner().unwrap() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[tokio::test]
+async fn memory_presence_passes_the_suite() {
+    testkit::presence_suite("memory", || async {
+        Arc::new(MemoryPresenceStore::new(Arc::new(SystemClock))) as Arc<dyn PresenceStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn embedded_device_tokens_pass_the_suite() {
+    let (db, dir) = temp_db("devices");
+    testkit::device_tokens_suite("embedded", || {
+        let db = db.clone();
+        async move {
+            Arc::new(
+                EmbeddedDeviceTokenStore::new(db, Arc::new(SystemClock))
+                    .await
+                    .expect("devices"),
+            ) as Arc<dyn DeviceTokenStore>
+        }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn embedded_bus_passes_the_suite() {
+    let (db, dir) = temp_db("bus");
+    testkit::bus_suite(|| {
+        let db = db.clone();
+        async move {
+            Arc::new(
+                EmbeddedBus::open(db, EmbeddedBusConfig::default())
+                    .await
+                    .expect("bus"),
+            ) as Arc<dyn EnvelopeBus>
+        }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
