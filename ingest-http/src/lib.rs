@@ -1,1 +1,52 @@
-//! placeholder
+//! HTTP API of envelope-router.
+//!
+//! # Layout
+//! * [`router`]: every route, mounted at `/` and again under `/api`.
+//! * [`state`]: [`AppState`], the ports the handlers use.
+//! * [`auth`]: JWT verification (HS256 secret, JWKS for RS256/ES256) and the [`auth::AuthUser`]
+//!   extractor.
+//! * [`body`]: reading a JSON body: content type (415) and size limit (413).
+//! * [`error`]: [`ApiError`], the one mapping from failures to status codes and JSON bodies.
+//! * `routes/`: one file per resource: `send`, `connect`, `messages`, `devices`, `health`.
+//! * [`cors`]: the browser allow-list.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod body;
+pub mod cors;
+pub mod error;
+mod request_metrics;
+mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+/// The HTTP API for `state`: every route at `/` and under `/api`.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/send", post(routes::send::send))
+        .route("/connect", get(routes::connect::connect))
+        .route("/messages", get(routes::messages::list))
+        .route("/messages/ack", post(routes::messages::ack))
+        .route(
+            "/register-device",
+            post(routes::devices::register).delete(routes::devices::unregister),
+        )
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics));
+    let app = Router::new()
+        .merge(routes.clone())
+        .nest("/api", routes)
+        .fallback(routes::health::not_found)
+        .layer(axum::middleware::from_fn(request_metrics::record));
+    let app = match cors::layer(&state.cors_origins) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.with_state(state)
+}

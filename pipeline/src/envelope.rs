@@ -361,11 +361,26 @@ mod tests {
         let cases = [
             (r#"{"encryptedData":"aGk="}"#, "recipientId"),
             (r#"{"recipientId":"b"}"#, "encryptedData"),
-            (r#"{"recipientId":"b","encryptedData":"!!"}"#, "encryptedData"),
-            (r#"{"recipientId":"b","encryptedData":"aGk=","signature":"%"}"#, "signature"),
-            (r#"{"recipientId":"b","encryptedData":"aGk=","priority":10}"#, "priority"),
-            (r#"{"recipientId":"b","encryptedData":"aGk=","priority":"x"}"#, "priority"),
-            (r#"{"recipientId":"b","encryptedData":"aGk=","messageId":"a b"}"#, "messageId"),
+            (
+                r#"{"recipientId":"b","encryptedData":"!!"}"#,
+                "encryptedData",
+            ),
+            (
+                r#"{"recipientId":"b","encryptedData":"aGk=","signature":"%"}"#,
+                "signature",
+            ),
+            (
+                r#"{"recipientId":"b","encryptedData":"aGk=","priority":10}"#,
+                "priority",
+            ),
+            (
+                r#"{"recipientId":"b","encryptedData":"aGk=","priority":"x"}"#,
+                "priority",
+            ),
+            (
+                r#"{"recipientId":"b","encryptedData":"aGk=","messageId":"a b"}"#,
+                "messageId",
+            ),
             (r#"{"recipientId":5,"encryptedData":"aGk="}"#, "recipientId"),
             (r#"{"recipientId":"a:b","encryptedData":"aGk="}"#, "URN"),
         ];
@@ -394,7 +409,10 @@ mod tests {
     fn debug_never_shows_ciphertext() {
         let draft = parse(r#"{"recipientId":"b","encryptedData":"c2VjcmV0"}"#).unwrap();
         let shown = format!("{draft:?}");
-        assert!(!shown.contains("c2VjcmV0") && !shown.contains("secret"), "{shown}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -12,7 +12,13 @@ impl InstanceId {
     pub fn new(id: &str) -> Self {
         let clean: String = id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(63)
             .collect();
         Self(clean.into())

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pipeline::error::BusError;
-use pipeline::ports::bus::{Acknowledger, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage};
+use pipeline::ports::bus::{
+    Acknowledger, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
+};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -152,7 +154,10 @@ impl EmbeddedBus {
             }),
         };
         if !recovered.is_empty() {
-            info!(count = recovered.len(), "redelivering bus messages left unacked by the previous run");
+            info!(
+                count = recovered.len(),
+                "redelivering bus messages left unacked by the previous run"
+            );
         }
         tokio::spawn(async move {
             for (seq, bytes) in recovered {
@@ -160,7 +165,15 @@ impl EmbeddedBus {
                     warn!(seq, "skipping undecodable pending bus message");
                     continue;
                 };
-                if ready_tx.send(Ready { seq, message, attempt: 2 }).await.is_err() {
+                if ready_tx
+                    .send(Ready {
+                        seq,
+                        message,
+                        attempt: 2,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -22,8 +22,7 @@ const QUEUE: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("que
 const QUEUE_IDS: TableDefinition<(&str, &str), (u8, u64)> = TableDefinition::new("queue_ids");
 const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
 const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
-const DEDUPE_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
-    TableDefinition::new("dedupe_expiry");
+const DEDUPE_EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("dedupe_expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SEQ_KEY: &str = "queue_seq";
 
@@ -141,7 +140,11 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                 let mut meta = txn.open_table(META)?;
                 let seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0) + 1;
                 meta.insert(SEQ_KEY, seq)?;
-                let lane = if envelope.express { EXPRESS_LANE } else { NORMAL_LANE };
+                let lane = if envelope.express {
+                    EXPRESS_LANE
+                } else {
+                    NORMAL_LANE
+                };
                 let record = Record {
                     expires_at_ms: expires_at,
                     message_id: id,
@@ -191,7 +194,9 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                 let mut rows = Vec::new();
                 let mut last = None;
                 let mut more = false;
-                for entry in queue.range((user, start.0, start.1)..=(user, NORMAL_LANE, u64::MAX))? {
+                for entry in
+                    queue.range((user, start.0, start.1)..=(user, NORMAL_LANE, u64::MAX))?
+                {
                     let (key, value) = entry?;
                     if rows.len() == limit {
                         more = true;
@@ -271,7 +276,9 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                 };
                 let (lane, seq) = position.value();
                 let queue = txn.open_table(QUEUE)?;
-                Ok(queue.get((owner.as_str(), lane, seq))?.map(|v| v.value().to_vec()))
+                Ok(queue
+                    .get((owner.as_str(), lane, seq))?
+                    .map(|v| v.value().to_vec()))
             })
             .await
             .map_err(unavailable)?;
@@ -320,10 +327,12 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                     let due: Vec<(u64, String, String)> = expiry
                         .range((0, "", "")..(now + 1, "", ""))?
                         .take(PURGE_BATCH)
-                        .map(|e| e.map(|(k, _)| {
-                            let (at, user, id) = k.value();
-                            (at, user.to_owned(), id.to_owned())
-                        }))
+                        .map(|e| {
+                            e.map(|(k, _)| {
+                                let (at, user, id) = k.value();
+                                (at, user.to_owned(), id.to_owned())
+                            })
+                        })
                         .collect::<Result<_, _>>()?;
                     for (at, user, id) in &due {
                         expiry.remove((*at, user.as_str(), id.as_str()))?;
@@ -338,10 +347,12 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                     let stale: Vec<(u64, String, String)> = dedupe_expiry
                         .range((0, "", "")..(now + 1, "", ""))?
                         .take(PURGE_BATCH)
-                        .map(|e| e.map(|(k, _)| {
-                            let (at, user, id) = k.value();
-                            (at, user.to_owned(), id.to_owned())
-                        }))
+                        .map(|e| {
+                            e.map(|(k, _)| {
+                                let (at, user, id) = k.value();
+                                (at, user.to_owned(), id.to_owned())
+                            })
+                        })
                         .collect::<Result<_, _>>()?;
                     for (at, user, id) in &stale {
                         dedupe_expiry.remove((*at, user.as_str(), id.as_str()))?;

@@ -33,7 +33,9 @@ impl MemoryPresenceStore {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -61,7 +63,11 @@ impl PresenceStore for MemoryPresenceStore {
     ) -> Result<bool, PresenceError> {
         let now = self.clock.now_ms();
         let mut state = self.state();
-        let Some(entry) = state.sessions.get_mut(user).and_then(|s| s.get_mut(session)) else {
+        let Some(entry) = state
+            .sessions
+            .get_mut(user)
+            .and_then(|s| s.get_mut(session))
+        else {
             return Ok(false);
         };
         if entry.1 <= now {

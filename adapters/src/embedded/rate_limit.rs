@@ -83,9 +83,16 @@ mod tests {
             panic!("fourth request must be limited");
         };
         assert!(retry_after <= Duration::from_millis(500));
-        assert_eq!(limiter.check("b").await.unwrap(), RateDecision::Allowed, "buckets are per key");
+        assert_eq!(
+            limiter.check("b").await.unwrap(),
+            RateDecision::Allowed,
+            "buckets are per key"
+        );
         clock.advance(500);
         assert_eq!(limiter.check("a").await.unwrap(), RateDecision::Allowed);
-        assert!(matches!(limiter.check("a").await.unwrap(), RateDecision::Limited { .. }));
+        assert!(matches!(
+            limiter.check("a").await.unwrap(),
+            RateDecision::Limited { .. }
+        ));
     }
 }

@@ -18,8 +18,11 @@ pub trait DeviceTokenStore: Send + Sync + 'static {
     ) -> Result<(), DeviceTokenError>;
 
     /// Removes `token` from `user`; returns whether it was there.
-    async fn unregister(&self, user: &UserUrn, token: &DeviceToken)
-    -> Result<bool, DeviceTokenError>;
+    async fn unregister(
+        &self,
+        user: &UserUrn,
+        token: &DeviceToken,
+    ) -> Result<bool, DeviceTokenError>;
 
     /// The user's registered devices.
     async fn devices(&self, user: &UserUrn) -> Result<Vec<DeviceRegistration>, DeviceTokenError>;

@@ -91,8 +91,11 @@ pub trait PresenceStore: Send + Sync + 'static {
     }
 
     /// Marks `instance` alive for `ttl` (its liveness beat).
-    async fn instance_alive(&self, instance: &InstanceId, ttl: Duration)
-    -> Result<(), PresenceError>;
+    async fn instance_alive(
+        &self,
+        instance: &InstanceId,
+        ttl: Duration,
+    ) -> Result<(), PresenceError>;
 
     /// Removes `instance`'s liveness and every session it holds (graceful shutdown).
     async fn remove_instance(&self, instance: &InstanceId) -> Result<(), PresenceError>;

@@ -11,7 +11,9 @@ use tracing::{debug, error, warn};
 
 use crate::clock::Clock;
 use crate::envelope::Envelope;
-use crate::ports::bus::{ATTR_INGESTED_AT, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage};
+use crate::ports::bus::{
+    ATTR_INGESTED_AT, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
+};
 use crate::ports::delivery_channel::{DeliveryChannel, DeliveryItem};
 use crate::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
 use crate::ports::presence::PresenceStore;

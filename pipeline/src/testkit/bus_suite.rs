@@ -33,7 +33,10 @@ where
     let wait = Duration::from_secs(20);
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let received = tokio::time::timeout(wait, sub.next()).await.expect("message in time").expect("open");
+        let received = tokio::time::timeout(wait, sub.next())
+            .await
+            .expect("message in time")
+            .expect("open");
         assert_eq!(received.attempt, 1);
         seen.push(received);
     }
@@ -51,13 +54,20 @@ where
             received.ack().await.expect("ack");
         }
     }
-    let again = tokio::time::timeout(wait, sub.next()).await.expect("redelivery in time").expect("open");
+    let again = tokio::time::timeout(wait, sub.next())
+        .await
+        .expect("redelivery in time")
+        .expect("open");
     assert_eq!(Some(again.message.clone()), nacked);
     assert!(again.attempt >= 2, "redelivery counts attempts");
     again.ack().await.expect("ack");
     assert!(
-        tokio::time::timeout(Duration::from_secs(2), sub.next()).await.is_err(),
+        tokio::time::timeout(Duration::from_secs(2), sub.next())
+            .await
+            .is_err(),
         "acked messages must not come back"
     );
-    bus.dead_letter(message(9), "test").await.expect("dead letter");
+    bus.dead_letter(message(9), "test")
+        .await
+        .expect("dead letter");
 }

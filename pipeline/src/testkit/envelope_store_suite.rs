@@ -14,7 +14,10 @@ fn queued(recipient: &UserUrn, id: &str, express: bool) -> QueuedEnvelope {
         message_id: MessageId::parse(id).unwrap_or_else(|e| panic!("{e}")),
         recipient: recipient.clone(),
         express,
-        json: format!(r#"{{"messageId":"{id}","recipientId":"{recipient}","encryptedData":"AA=="}}"#).into(),
+        json: format!(
+            r#"{{"messageId":"{id}","recipientId":"{recipient}","encryptedData":"AA=="}}"#
+        )
+        .into(),
     }
 }
 
@@ -22,7 +25,10 @@ async fn all_ids(store: &dyn EnvelopeStore, who: &UserUrn, page: usize) -> Vec<S
     let mut ids = Vec::new();
     let mut cursor = None;
     loop {
-        let batch = store.backlog(who, cursor.as_ref(), page).await.expect("backlog");
+        let batch = store
+            .backlog(who, cursor.as_ref(), page)
+            .await
+            .expect("backlog");
         assert!(batch.envelopes.len() <= page, "page larger than its limit");
         ids.extend(batch.envelopes.iter().map(|e| e.message_id.to_string()));
         match batch.next {
@@ -52,12 +58,33 @@ where
     assert_eq!(store.depth(&alice).await.expect("depth"), 0);
 
     // Express lane first, insertion order within each lane; other users untouched.
-    for (id, express) in [("n1", false), ("e1", true), ("n2", false), ("e2", true), ("n3", false)] {
-        assert_eq!(store.enqueue(&queued(&alice, id, express)).await.expect("enqueue"), EnqueueOutcome::Stored);
+    for (id, express) in [
+        ("n1", false),
+        ("e1", true),
+        ("n2", false),
+        ("e2", true),
+        ("n3", false),
+    ] {
+        assert_eq!(
+            store
+                .enqueue(&queued(&alice, id, express))
+                .await
+                .expect("enqueue"),
+            EnqueueOutcome::Stored
+        );
     }
-    store.enqueue(&queued(&bob, "b1", false)).await.expect("enqueue");
-    assert_eq!(all_ids(store.as_ref(), &alice, 2).await, ["e1", "e2", "n1", "n2", "n3"]);
-    assert_eq!(all_ids(store.as_ref(), &alice, 100).await, ["e1", "e2", "n1", "n2", "n3"]);
+    store
+        .enqueue(&queued(&bob, "b1", false))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        all_ids(store.as_ref(), &alice, 2).await,
+        ["e1", "e2", "n1", "n2", "n3"]
+    );
+    assert_eq!(
+        all_ids(store.as_ref(), &alice, 100).await,
+        ["e1", "e2", "n1", "n2", "n3"]
+    );
     assert_eq!(all_ids(store.as_ref(), &bob, 10).await, ["b1"]);
     assert_eq!(store.depth(&alice).await.expect("depth"), 5);
 
@@ -66,37 +93,87 @@ where
     assert_eq!(page.envelopes[0], queued(&bob, "b1", false));
 
     // Dedupe: a second enqueue of a known id is a no-op, even after it was acked.
-    assert_eq!(store.enqueue(&queued(&alice, "n1", true)).await.expect("enqueue"), EnqueueOutcome::Duplicate);
+    assert_eq!(
+        store
+            .enqueue(&queued(&alice, "n1", true))
+            .await
+            .expect("enqueue"),
+        EnqueueOutcome::Duplicate
+    );
     assert_eq!(store.depth(&alice).await.expect("depth"), 5);
     // The same id for another recipient is another envelope.
-    assert_eq!(store.enqueue(&queued(&bob, "n1", false)).await.expect("enqueue"), EnqueueOutcome::Stored);
+    assert_eq!(
+        store
+            .enqueue(&queued(&bob, "n1", false))
+            .await
+            .expect("enqueue"),
+        EnqueueOutcome::Stored
+    );
 
     // Ack deletes exactly the named envelopes of that recipient.
     let n1 = MessageId::parse("n1").expect("id");
     let e2 = MessageId::parse("e2").expect("id");
     let unknown = MessageId::parse("nope").expect("id");
     assert!(store.contains(&alice, &n1).await.expect("contains"));
-    assert_eq!(store.ack(&alice, &[n1.clone(), e2.clone(), unknown]).await.expect("ack"), 2);
+    assert_eq!(
+        store
+            .ack(&alice, &[n1.clone(), e2.clone(), unknown])
+            .await
+            .expect("ack"),
+        2
+    );
     assert!(!store.contains(&alice, &n1).await.expect("contains"));
-    assert!(store.contains(&bob, &n1).await.expect("contains"), "bob's n1 must survive alice's ack");
-    assert_eq!(all_ids(store.as_ref(), &alice, 10).await, ["e1", "n2", "n3"]);
-    assert_eq!(store.ack(&alice, &[n1.clone()]).await.expect("ack"), 0, "ack is idempotent");
-    assert_eq!(store.enqueue(&queued(&alice, "n1", false)).await.expect("enqueue"), EnqueueOutcome::Duplicate);
+    assert!(
+        store.contains(&bob, &n1).await.expect("contains"),
+        "bob's n1 must survive alice's ack"
+    );
+    assert_eq!(
+        all_ids(store.as_ref(), &alice, 10).await,
+        ["e1", "n2", "n3"]
+    );
+    assert_eq!(
+        store.ack(&alice, &[n1.clone()]).await.expect("ack"),
+        0,
+        "ack is idempotent"
+    );
+    assert_eq!(
+        store
+            .enqueue(&queued(&alice, "n1", false))
+            .await
+            .expect("enqueue"),
+        EnqueueOutcome::Duplicate
+    );
 
     // Paging survives acks between pages.
     let first = store.backlog(&alice, None, 1).await.expect("backlog");
-    store.ack(&alice, &[first.envelopes[0].message_id.clone()]).await.expect("ack");
-    let rest = store.backlog(&alice, first.next.as_ref(), 10).await.expect("backlog");
-    let rest: Vec<_> = rest.envelopes.iter().map(|e| e.message_id.to_string()).collect();
+    store
+        .ack(&alice, &[first.envelopes[0].message_id.clone()])
+        .await
+        .expect("ack");
+    let rest = store
+        .backlog(&alice, first.next.as_ref(), 10)
+        .await
+        .expect("backlog");
+    let rest: Vec<_> = rest
+        .envelopes
+        .iter()
+        .map(|e| e.message_id.to_string())
+        .collect();
     assert_eq!(rest, ["n2", "n3"]);
 
     // Many envelopes: order holds across pages.
     let carol = user(namespace, "carol");
     for i in 0..120 {
-        store.enqueue(&queued(&carol, &format!("m{i:03}"), i % 7 == 0)).await.expect("enqueue");
+        store
+            .enqueue(&queued(&carol, &format!("m{i:03}"), i % 7 == 0))
+            .await
+            .expect("enqueue");
     }
     let ids = all_ids(store.as_ref(), &carol, 50).await;
-    let mut expected: Vec<String> = (0..120).filter(|i| i % 7 == 0).map(|i| format!("m{i:03}")).collect();
+    let mut expected: Vec<String> = (0..120)
+        .filter(|i| i % 7 == 0)
+        .map(|i| format!("m{i:03}"))
+        .collect();
     expected.extend((0..120).filter(|i| i % 7 != 0).map(|i| format!("m{i:03}")));
     assert_eq!(ids, expected);
 
@@ -107,14 +184,31 @@ where
     })
     .await;
     let dave = user(namespace, "dave");
-    short.enqueue(&queued(&dave, "old", false)).await.expect("enqueue");
+    short
+        .enqueue(&queued(&dave, "old", false))
+        .await
+        .expect("enqueue");
     assert_eq!(all_ids(short.as_ref(), &dave, 10).await, ["old"]);
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    short.enqueue(&queued(&dave, "new", false)).await.expect("enqueue");
+    short
+        .enqueue(&queued(&dave, "new", false))
+        .await
+        .expect("enqueue");
     assert_eq!(all_ids(short.as_ref(), &dave, 10).await, ["new"]);
-    assert!(!short.contains(&dave, &MessageId::parse("old").expect("id")).await.expect("contains"));
+    assert!(
+        !short
+            .contains(&dave, &MessageId::parse("old").expect("id"))
+            .await
+            .expect("contains")
+    );
     short.purge_expired().await.expect("purge");
     assert_eq!(short.depth(&dave).await.expect("depth"), 1);
     // Past the dedupe window, the id is new again.
-    assert_eq!(short.enqueue(&queued(&dave, "old", false)).await.expect("enqueue"), EnqueueOutcome::Stored);
+    assert_eq!(
+        short
+            .enqueue(&queued(&dave, "old", false))
+            .await
+            .expect("enqueue"),
+        EnqueueOutcome::Stored
+    );
 }

@@ -1,0 +1,390 @@
+//! The connection manager: this instance's live sessions and its side of presence.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pipeline::clock::Clock;
+use pipeline::error::{DeliveryError, PresenceError, StoreError};
+use pipeline::ports::delivery_channel::{DeliveryChannel, DeliveryItem, DeliveryReceiver};
+use pipeline::ports::envelope_store::EnvelopeStore;
+use pipeline::ports::presence::{PresenceStore, Protocol, SessionInfo};
+use pipeline::routing::{WakeReason, Wakeups};
+use pipeline::{InstanceId, MessageId, SessionId, UserUrn};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::DeliveryConfig;
+use crate::unacked::UnackedTracker;
+
+/// An envelope on its way to one session.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// The envelope's id.
+    pub message_id: MessageId,
+    /// The canonical envelope JSON.
+    pub json: Arc<str>,
+    /// Not stored: no ack tracking.
+    pub ephemeral: bool,
+}
+
+/// Why the manager closed a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The instance is shutting down: the client should reconnect elsewhere (WebSocket 1012).
+    Restart,
+    /// The session fell behind its queue bound (WebSocket 1013): the store keeps the data.
+    Overflow,
+}
+
+struct LocalSession {
+    id: SessionId,
+    sender: mpsc::Sender<Outbound>,
+    close: CancellationToken,
+    reason: Arc<Mutex<Option<CloseReason>>>,
+}
+
+/// A session's end of the manager: live envelopes in, a token that says when to close.
+pub struct SessionHandle {
+    /// The session's id.
+    pub id: SessionId,
+    /// Whose session it is.
+    pub user: UserUrn,
+    /// Live envelopes for this session.
+    pub receiver: mpsc::Receiver<Outbound>,
+    /// Cancelled when the manager wants the session closed.
+    pub close: CancellationToken,
+    reason: Arc<Mutex<Option<CloseReason>>>,
+}
+
+impl SessionHandle {
+    /// Why the manager asked to close, once `close` is cancelled.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Holds this instance's sessions, consumes its delivery channel, beats its liveness.
+pub struct ConnectionManager {
+    instance: InstanceId,
+    config: DeliveryConfig,
+    presence: Arc<dyn PresenceStore>,
+    store: Arc<dyn EnvelopeStore>,
+    channel: Arc<dyn DeliveryChannel>,
+    wakeups: Arc<Wakeups>,
+    clock: Arc<dyn Clock>,
+    sessions: Mutex<HashMap<UserUrn, Vec<LocalSession>>>,
+    unacked: Mutex<UnackedTracker>,
+    shutting_down: CancellationToken,
+}
+
+impl ConnectionManager {
+    /// A manager for `instance` over these ports.
+    pub fn new(
+        instance: InstanceId,
+        config: DeliveryConfig,
+        presence: Arc<dyn PresenceStore>,
+        store: Arc<dyn EnvelopeStore>,
+        channel: Arc<dyn DeliveryChannel>,
+        wakeups: Arc<Wakeups>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            instance,
+            config,
+            presence,
+            store,
+            channel,
+            wakeups,
+            clock,
+            sessions: Mutex::new(HashMap::new()),
+            unacked: Mutex::new(UnackedTracker::default()),
+            shutting_down: CancellationToken::new(),
+        })
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    /// The session settings.
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.config
+    }
+
+    /// The envelope store (backlogs, acks).
+    pub fn store(&self) -> &Arc<dyn EnvelopeStore> {
+        &self.store
+    }
+
+    /// How many sessions this instance holds.
+    pub fn session_count(&self) -> usize {
+        self.lock_sessions().values().map(Vec::len).sum()
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<UserUrn, Vec<LocalSession>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_unacked(&self) -> std::sync::MutexGuard<'_, UnackedTracker> {
+        self.unacked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Announces the instance alive and opens its delivery channel; call before accepting.
+    pub async fn start(&self) -> Result<DeliveryReceiver, StartError> {
+        self.presence
+            .instance_alive(&self.instance, self.config.instance_ttl)
+            .await?;
+        Ok(self
+            .channel
+            .subscribe(&self.instance, self.config.channel_capacity)
+            .await?)
+    }
+
+    /// Runs the instance's background work until `shutdown`: the delivery channel consumer,
+    /// the liveness beat and the unacked sweeper. Then closes every session with
+    /// [`CloseReason::Restart`] and removes the instance from presence.
+    pub async fn run(self: Arc<Self>, mut receiver: DeliveryReceiver, shutdown: CancellationToken) {
+        let mut beat = tokio::time::interval(self.config.instance_beat);
+        let mut sweep = tokio::time::interval(Duration::from_secs(1).min(self.config.ack_timeout));
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                item = receiver.recv() => match item {
+                    Some(item) => self.dispatch(item),
+                    None => break,
+                },
+                _ = beat.tick() => {
+                    if let Err(err) = self.presence.instance_alive(&self.instance, self.config.instance_ttl).await {
+                        warn!(cause = %err, "instance liveness beat failed");
+                    }
+                }
+                _ = sweep.tick() => self.sweep_unacked().await,
+            }
+        }
+        self.close_all(CloseReason::Restart);
+        if let Err(err) = self.channel.unsubscribe(&self.instance).await {
+            warn!(cause = %err, "could not close the delivery channel");
+        }
+        if let Err(err) = self.presence.remove_instance(&self.instance).await {
+            warn!(cause = %err, "could not remove the instance from presence");
+        }
+    }
+
+    /// Asks every session to close (shutdown); they send their close frames themselves.
+    pub fn close_all(&self, reason: CloseReason) {
+        self.shutting_down.cancel();
+        for session in self.lock_sessions().values().flatten() {
+            close_session(session, reason);
+        }
+    }
+
+    /// Whether the instance is closing (new sessions are refused).
+    pub fn is_closing(&self) -> bool {
+        self.shutting_down.is_cancelled()
+    }
+
+    /// Writes a delivery item to the user's local sessions, without waiting on any of them.
+    pub fn dispatch(&self, item: DeliveryItem) {
+        let outbound = Outbound {
+            message_id: item.message_id.clone(),
+            json: item.json,
+            ephemeral: item.ephemeral,
+        };
+        let mut written = 0;
+        {
+            let sessions = self.lock_sessions();
+            for session in sessions.get(&item.recipient).into_iter().flatten() {
+                match session.sender.try_send(outbound.clone()) {
+                    Ok(()) => written += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        warn!(recipient = %item.recipient, session = %session.id, "session queue full; closing the slow session");
+                        metrics::counter!("envelope_router_sessions_closed_total", "reason" => "overflow").increment(1);
+                        close_session(session, CloseReason::Overflow);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+        let outcome = if written > 0 {
+            "written"
+        } else {
+            "no_local_session"
+        };
+        metrics::counter!("envelope_router_delivery_total", "outcome" => outcome).increment(1);
+        if written == 0 {
+            debug!(message_id = %item.message_id, recipient = %item.recipient, "no local session for delivery item; it stays stored");
+        }
+    }
+
+    /// Notes that `id` was written to a session of `user`: it must be acked within the ack
+    /// timeout or the recipient is woken.
+    pub fn written(&self, user: &UserUrn, id: &MessageId) {
+        let deadline = Instant::now() + self.config.ack_timeout;
+        self.lock_unacked().written(user, id, deadline);
+    }
+
+    /// Deletes acked envelopes from the store; returns how many were there.
+    pub async fn ack(&self, user: &UserUrn, ids: &[MessageId]) -> Result<usize, StoreError> {
+        let removed = self.store.ack(user, ids).await?;
+        self.lock_unacked().acked(user, ids);
+        metrics::counter!("envelope_router_acks_total").increment(removed as u64);
+        Ok(removed)
+    }
+
+    async fn sweep_unacked(&self) {
+        let overdue = self.lock_unacked().overdue(Instant::now());
+        let mut woken: Vec<UserUrn> = Vec::new();
+        for (user, id) in overdue {
+            if woken.contains(&user) {
+                continue;
+            }
+            match self.store.contains(&user, &id).await {
+                Ok(true) => {
+                    info!(recipient = %user, message_id = %id, "envelope unacked past the ack timeout; waking recipient");
+                    self.wakeups.wake(&user, WakeReason::Unacked).await;
+                    woken.push(user);
+                }
+                Ok(false) => {}
+                Err(err) => warn!(cause = %err, "unacked check failed"),
+            }
+        }
+    }
+
+    /// Opens a session of `user`: it gets live envelopes first, then counts in presence.
+    pub async fn open_session(
+        &self,
+        user: &UserUrn,
+        protocol: Protocol,
+    ) -> Result<SessionHandle, PresenceError> {
+        if self.is_closing() {
+            return Err(PresenceError::Unavailable(
+                "instance is shutting down".into(),
+            ));
+        }
+        let id = SessionId::random();
+        let (sender, receiver) = mpsc::channel(self.config.session_queue.max(1));
+        let close = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
+        self.lock_sessions()
+            .entry(user.clone())
+            .or_default()
+            .push(LocalSession {
+                id: id.clone(),
+                sender,
+                close: close.clone(),
+                reason: reason.clone(),
+            });
+        let now = self.clock.now_ms();
+        let info = SessionInfo {
+            session: id.clone(),
+            user: user.clone(),
+            instance: self.instance.clone(),
+            protocol,
+            connected_at_ms: now,
+            last_seen_ms: now,
+        };
+        if let Err(err) = self.presence.register(&info, self.config.session_ttl).await {
+            self.forget(user, &id);
+            return Err(err);
+        }
+        metrics::counter!("envelope_router_sessions_opened_total", "protocol" => protocol.as_str())
+            .increment(1);
+        Ok(SessionHandle {
+            id,
+            user: user.clone(),
+            receiver,
+            close,
+            reason,
+        })
+    }
+
+    /// Refreshes a session's presence; re-registers it if presence lost it.
+    pub async fn heartbeat(&self, handle: &SessionHandle, protocol: Protocol) {
+        let ttl = self.config.session_ttl;
+        match self.presence.heartbeat(&handle.user, &handle.id, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let now = self.clock.now_ms();
+                let info = SessionInfo {
+                    session: handle.id.clone(),
+                    user: handle.user.clone(),
+                    instance: self.instance.clone(),
+                    protocol,
+                    connected_at_ms: now,
+                    last_seen_ms: now,
+                };
+                if let Err(err) = self.presence.register(&info, ttl).await {
+                    warn!(cause = %err, "session re-registration failed");
+                }
+            }
+            Err(err) => warn!(cause = %err, "session heartbeat failed"),
+        }
+    }
+
+    fn forget(&self, user: &UserUrn, id: &SessionId) -> bool {
+        let mut sessions = self.lock_sessions();
+        let Some(list) = sessions.get_mut(user) else {
+            return false;
+        };
+        list.retain(|s| &s.id != id);
+        let last = list.is_empty();
+        if last {
+            sessions.remove(user);
+        }
+        last
+    }
+
+    /// Closes a session: out of presence, and a wake-up if it was the user's last live session
+    /// anywhere while envelopes are still queued.
+    pub async fn close_session(&self, handle: SessionHandle) {
+        self.forget(&handle.user, &handle.id);
+        if let Err(err) = self.presence.unregister(&handle.user, &handle.id).await {
+            warn!(cause = %err, "could not unregister session");
+        }
+        if self.is_closing() {
+            // A restart: the client reconnects to another instance at once.
+            return;
+        }
+        let still_online = match self.presence.sessions(&handle.user).await {
+            Ok(sessions) => !sessions.is_empty(),
+            Err(_) => false,
+        };
+        if still_online {
+            return;
+        }
+        match self.store.depth(&handle.user).await {
+            Ok(0) => {}
+            Ok(depth) => {
+                info!(recipient = %handle.user, depth, "last session closed with envelopes queued; waking recipient");
+                self.wakeups
+                    .wake(&handle.user, WakeReason::Disconnected)
+                    .await;
+            }
+            Err(err) => warn!(cause = %err, "queue depth check failed"),
+        }
+    }
+}
+
+fn close_session(session: &LocalSession, reason: CloseReason) {
+    let mut slot = session.reason.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(reason);
+    }
+    session.close.cancel();
+}
+
+/// Why an instance could not start delivering.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Presence refused the liveness beat.
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
+    /// The delivery channel could not be opened.
+    #[error(transparent)]
+    Channel(#[from] DeliveryError),
+}

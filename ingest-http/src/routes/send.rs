@@ -1,0 +1,80 @@
+//! `POST /send`: accept an envelope, answer 202 once the bus confirmed it.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use pipeline::EnvelopeDraft;
+use pipeline::ports::RateDecision;
+use pipeline::routing::to_bus_message;
+use serde::Serialize;
+use tracing::{instrument, warn};
+
+use crate::auth::AuthUser;
+use crate::body::read_json;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The 202 body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    message_id: String,
+}
+
+/// Takes one token from `user`'s bucket, or answers 429. A limiter outage lets traffic through.
+pub async fn check_rate(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
+    match state
+        .rate_limiter
+        .check(&format!("sender:{}", user.0))
+        .await
+    {
+        Ok(RateDecision::Allowed) => Ok(()),
+        Ok(RateDecision::Limited { retry_after }) => {
+            metrics::counter!("envelope_router_envelopes_total", "stage" => "ingest", "source" => "http", "outcome" => "rate_limited").increment(1);
+            Err(ApiError::RateLimited { retry_after })
+        }
+        Err(err) => {
+            warn!(cause = %err, "rate limiter unavailable; letting the request through");
+            Ok(())
+        }
+    }
+}
+
+/// Validates the envelope, fixes its id and publishes it; 202 only after the bus confirmed.
+#[instrument(skip_all, fields(sender = %user.0))]
+pub async fn send(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    check_rate(&state, &user).await?;
+    let bytes = read_json(&headers, body, state.max_body).await?;
+    let draft = EnvelopeDraft::from_json(&bytes).inspect_err(|_| {
+        metrics::counter!("envelope_router_envelopes_total", "stage" => "ingest", "source" => "http", "outcome" => "invalid").increment(1);
+    })?;
+    if draft
+        .sender
+        .as_ref()
+        .is_some_and(|sender| sender != &user.0)
+    {
+        return Err(ApiError::Forbidden(
+            "senderId does not match the authenticated user".into(),
+        ));
+    }
+    let envelope = draft.into_envelope(state.ids.as_ref());
+    let message = to_bus_message(&envelope, "http", state.clock.now_ms());
+    state
+        .bus
+        .publish(message)
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("bus publish failed: {err}")))?;
+    metrics::counter!("envelope_router_envelopes_total", "stage" => "ingest", "source" => "http", "outcome" => "accepted").increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            message_id: envelope.message_id.to_string(),
+        }),
+    ))
+}

@@ -1,0 +1,42 @@
+//! The handlers' shared state: only ports and settings, cloned per request.
+
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use delivery::ConnectionManager;
+use pipeline::clock::{Clock, IdGenerator};
+use pipeline::ports::{DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore, RateLimiter};
+
+use crate::auth::Authenticator;
+
+/// Renders the Prometheus text exposition.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Everything the HTTP API needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// Verifies tokens.
+    pub auth: Arc<Authenticator>,
+    /// Where accepted envelopes go.
+    pub bus: Arc<dyn EnvelopeBus>,
+    /// Queues, for the pull path (`/messages`).
+    pub store: Arc<dyn EnvelopeStore>,
+    /// Presence, for `/readyz`.
+    pub presence: Arc<dyn PresenceStore>,
+    /// Push tokens (`/register-device`).
+    pub devices: Arc<dyn DeviceTokenStore>,
+    /// Per-sender token buckets.
+    pub rate_limiter: Arc<dyn RateLimiter>,
+    /// Ids for envelopes that come without one.
+    pub ids: Arc<dyn IdGenerator>,
+    /// Ingest timestamps.
+    pub clock: Arc<dyn Clock>,
+    /// Live sessions (`/connect`); `None` on instances without the delivery role.
+    pub delivery: Option<Arc<ConnectionManager>>,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Browser origins allowed (CORS and WebSocket `Origin`); empty = no CORS.
+    pub cors_origins: Arc<[HeaderValue]>,
+    /// The `/metrics` text.
+    pub metrics: MetricsRender,
+}

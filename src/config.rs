@@ -1,0 +1,234 @@
+//! Configuration: one `clap` tree; every setting is a flag with an env var.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Parses durations like `30s`, `15m`, `30d`.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Routes end-to-end-encrypted SecureEnvelopes between users.
+#[derive(Parser, Debug)]
+#[command(name = "envelope-router", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings every command shares.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the router (all roles in one process by default).
+    Serve(ServeArgs),
+    /// Print a development token (HS256, signed with JWT_SECRET or the dev secret in DATA_DIR).
+    Token(TokenArgs),
+}
+
+/// Log output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Directory of the embedded store, the embedded bus and the dev JWT secret.
+    #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// HS256 secret for JWTs. Unset (and no JWT_JWKS_URL): a dev secret is created in DATA_DIR.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+    /// JWKS URL for RS256/ES256 tokens; keys are cached and refetched on an unknown kid.
+    #[arg(long, env = "JWT_JWKS_URL", global = true)]
+    pub jwt_jwks_url: Option<String>,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,envelope_router=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+/// The bus backend.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusBackend {
+    /// In-process, at-least-once, unacked messages kept in DATA_DIR.
+    Memory,
+}
+
+/// The presence backend.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresenceBackend {
+    /// This process only.
+    Memory,
+}
+
+/// The per-instance delivery channel.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryBackend {
+    /// In-process channel (one instance).
+    Local,
+}
+
+/// The envelope store.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// On-disk database in DATA_DIR.
+    Embedded,
+}
+
+/// Where device tokens live.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceTokenBackend {
+    /// On-disk database in DATA_DIR.
+    Embedded,
+}
+
+/// How wake-ups are sent.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushBackend {
+    /// One log line per wake-up.
+    Log,
+}
+
+/// Which roles this process runs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Roles {
+    /// HTTP ingest, processor and delivery in one process.
+    All,
+}
+
+/// Settings of `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Listen address (host:port). Overrides HOST and PORT.
+    #[arg(long, env = "LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Listen host, used with PORT when LISTEN is unset (Cloud Run: 0.0.0.0).
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Listen port, used with HOST when LISTEN is unset.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Roles to run.
+    #[arg(long, env = "ROLES", value_enum, default_value = "all")]
+    pub roles: Roles,
+    /// Bus backend.
+    #[arg(long, env = "BUS", value_enum, default_value = "memory")]
+    pub bus: BusBackend,
+    /// Presence backend.
+    #[arg(long, env = "PRESENCE", value_enum, default_value = "memory")]
+    pub presence: PresenceBackend,
+    /// Delivery channel between instances.
+    #[arg(long, env = "DELIVERY", value_enum, default_value = "local")]
+    pub delivery: DeliveryBackend,
+    /// Envelope store backend.
+    #[arg(long, env = "STORE", value_enum, default_value = "embedded")]
+    pub store: StoreBackend,
+    /// Device-token store backend.
+    #[arg(long, env = "DEVICE_TOKENS", value_enum, default_value = "embedded")]
+    pub device_tokens: DeviceTokenBackend,
+    /// Push sender.
+    #[arg(long, env = "PUSH", value_enum, default_value = "log")]
+    pub push: PushBackend,
+    /// This instance's id (default: random).
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Sender rate limit: bucket size (requests allowed in a burst).
+    #[arg(long, env = "RATE_LIMIT_SENDER_BURST", default_value_t = 120)]
+    pub rate_limit_sender_burst: u32,
+    /// Sender rate limit: tokens refilled per second.
+    #[arg(long, env = "RATE_LIMIT_SENDER_PER_SECOND", default_value_t = 20.0)]
+    pub rate_limit_sender_per_second: f64,
+    /// How long an unacked envelope is kept.
+    #[arg(long, env = "RETENTION", value_parser = duration, default_value = "30d")]
+    pub retention: Duration,
+    /// How long a messageId is remembered for dedupe.
+    #[arg(long, env = "DEDUPE_WINDOW", value_parser = duration, default_value = "24h")]
+    pub dedupe_window: Duration,
+    /// A written envelope not acked within this time wakes the recipient.
+    #[arg(long, env = "ACK_TIMEOUT", value_parser = duration, default_value = "60s")]
+    pub ack_timeout: Duration,
+    /// At most one wake-up per device per window.
+    #[arg(long, env = "WAKEUP_WINDOW", value_parser = duration, default_value = "30s")]
+    pub wakeup_window: Duration,
+    /// WebSocket ping interval; a session silent for two intervals is dropped.
+    #[arg(long, env = "PING_INTERVAL", value_parser = duration, default_value = "25s")]
+    pub ping_interval: Duration,
+    /// Deadline of every write to a client.
+    #[arg(long, env = "WRITE_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub write_timeout: Duration,
+    /// Presence heartbeat interval of a session.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", value_parser = duration, default_value = "30s")]
+    pub heartbeat_interval: Duration,
+    /// Presence TTL of a session without heartbeat.
+    #[arg(long, env = "SESSION_TTL", value_parser = duration, default_value = "90s")]
+    pub session_ttl: Duration,
+    /// Live envelopes queued per session before the slow session is closed.
+    #[arg(long, env = "SESSION_QUEUE", default_value_t = 256)]
+    pub session_queue: usize,
+    /// Envelopes the processor routes concurrently.
+    #[arg(long, env = "PROCESSOR_CONCURRENCY", default_value_t = 64)]
+    pub processor_concurrency: usize,
+    /// Embedded bus: messages waiting for the processor before publishers wait (then 503).
+    #[arg(long, env = "BUS_CAPACITY", default_value_t = 10_000)]
+    pub bus_capacity: usize,
+    /// How often expired envelopes are purged.
+    #[arg(long, env = "PURGE_INTERVAL", value_parser = duration, default_value = "60s")]
+    pub purge_interval: Duration,
+    /// Comma-separated browser origins allowed (CORS and WebSocket Origin). Unset: no CORS.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+    /// Seconds to finish in-flight work after SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE", value_parser = duration, default_value = "10s")]
+    pub shutdown_grace: Duration,
+    /// Minimum time between JWKS refetches caused by unknown kids.
+    #[arg(long, env = "JWKS_REFETCH_COOLDOWN", value_parser = duration, default_value = "30s")]
+    pub jwks_refetch_cooldown: Duration,
+}
+
+impl ServeArgs {
+    /// The address to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::new(self.host, self.port))
+    }
+}
+
+/// Settings of `token`.
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The user: a URN or a bare id (`alice` becomes `urn:sm:user:alice`).
+    #[arg(long)]
+    pub sub: String,
+    /// How long the token is valid.
+    #[arg(long, value_parser = duration, default_value = "24h")]
+    pub ttl: Duration,
+}
