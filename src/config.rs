@@ -120,6 +120,16 @@ pub enum PushBackend {
 pub enum Roles {
     /// HTTP ingest, processor and delivery in one process.
     All,
+    /// HTTP ingest and the pull path only: envelopes wait on the bus for a processor
+    /// (with `BUS=memory`, the next `all` process on the same DATA_DIR routes them).
+    Api,
+}
+
+impl Roles {
+    /// Whether this process routes envelopes and holds sessions.
+    pub fn routes(self) -> bool {
+        self == Roles::All
+    }
 }
 
 /// Settings of `serve`.

@@ -123,29 +123,32 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         wakeups.clone(),
         clock.clone(),
     );
-    let deliveries = manager.start().await.context("starting delivery")?;
-    let processor = Arc::new(Processor::new(
-        store.clone(),
-        presence.clone(),
-        channel,
-        wakeups,
-        clock.clone(),
-    ));
-    let subscription = bus.subscribe().await.context("subscribing to the bus")?;
-
     let shutdown_token = CancellationToken::new();
     let tasks = TaskTracker::new();
-    tasks.spawn(
-        manager
-            .clone()
-            .run(deliveries, shutdown_token.child_token()),
-    );
-    tasks.spawn(processor.run(
-        bus.clone(),
-        subscription,
-        args.processor_concurrency,
-        shutdown_token.child_token(),
-    ));
+    if args.roles.routes() {
+        let deliveries = manager.start().await.context("starting delivery")?;
+        let processor = Arc::new(Processor::new(
+            store.clone(),
+            presence.clone(),
+            channel,
+            wakeups,
+            clock.clone(),
+        ));
+        let subscription = bus.subscribe().await.context("subscribing to the bus")?;
+        tasks.spawn(
+            manager
+                .clone()
+                .run(deliveries, shutdown_token.child_token()),
+        );
+        tasks.spawn(processor.run(
+            bus.clone(),
+            subscription,
+            args.processor_concurrency,
+            shutdown_token.child_token(),
+        ));
+    } else {
+        info!(roles = ?args.roles, "not routing: envelopes wait on the bus for a processor");
+    }
     tasks.spawn(purge_loop(
         store.clone(),
         args.purge_interval,
@@ -161,7 +164,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         rate_limiter,
         ids: Arc::new(UuidV7Ids),
         clock,
-        delivery: Some(manager.clone()),
+        delivery: args.roles.routes().then(|| manager.clone()),
         max_body: args.max_body_bytes,
         cors_origins: cors_origins(&args)?,
         metrics: Arc::new(move || metrics.render()),

@@ -3,8 +3,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use std::hash::{Hash, Hasher};
 use thiserror::Error;
-use tokio::sync::Semaphore;
+
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
@@ -12,7 +14,7 @@ use tracing::{debug, error, warn};
 use crate::clock::Clock;
 use crate::envelope::Envelope;
 use crate::ports::bus::{
-    ATTR_INGESTED_AT, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
+    ATTR_INGESTED_AT, ATTR_RECIPIENT, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
 };
 use crate::ports::delivery_channel::{DeliveryChannel, DeliveryItem};
 use crate::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
@@ -189,8 +191,12 @@ impl Processor {
         }
     }
 
-    /// Consumes `subscription` with up to `concurrency` envelopes in flight until `shutdown`,
-    /// then lets in-flight envelopes finish.
+    /// Consumes `subscription` until `shutdown` with `concurrency` workers, then lets the
+    /// envelopes already handed to workers finish.
+    ///
+    /// Messages are sharded by recipient: one worker routes all of a recipient's envelopes in
+    /// bus order, so they are stored (and delivered) in the order they were accepted, while
+    /// different recipients are routed in parallel.
     pub async fn run(
         self: Arc<Self>,
         bus: Arc<dyn EnvelopeBus>,
@@ -198,16 +204,20 @@ impl Processor {
         concurrency: usize,
         shutdown: CancellationToken,
     ) {
-        let limit = Arc::new(Semaphore::new(concurrency.max(1)));
         let tracker = TaskTracker::new();
+        let mut shards = Vec::with_capacity(concurrency.max(1));
+        for _ in 0..concurrency.max(1) {
+            let (sender, mut receiver) = mpsc::channel::<ReceivedMessage>(SHARD_QUEUE);
+            let processor = self.clone();
+            let bus = bus.clone();
+            tracker.spawn(async move {
+                while let Some(received) = receiver.recv().await {
+                    processor.handle(bus.as_ref(), received).await;
+                }
+            });
+            shards.push(sender);
+        }
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
             let received = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 received = subscription.next() => match received {
@@ -215,14 +225,27 @@ impl Processor {
                     None => break,
                 },
             };
-            let processor = self.clone();
-            let bus = bus.clone();
-            tracker.spawn(async move {
-                processor.handle(bus.as_ref(), received).await;
-                drop(permit);
-            });
+            let shard = &shards[shard_of(&received.message, shards.len())];
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                sent = shard.send(received) => if sent.is_err() { break },
+            }
         }
+        drop(shards);
         tracker.close();
         tracker.wait().await;
     }
+}
+
+/// Messages a worker holds before the consumer waits for it (backpressure to the bus).
+const SHARD_QUEUE: usize = 32;
+
+/// The worker of `message`: by recipient attribute, else by content.
+fn shard_of(message: &BusMessage, shards: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match message.attributes.get(ATTR_RECIPIENT) {
+        Some(recipient) => recipient.hash(&mut hasher),
+        None => message.data.hash(&mut hasher),
+    }
+    (hasher.finish() % shards as u64) as usize
 }

@@ -1,0 +1,261 @@
+//! Live delivery, backlog, acks, ordering, dedupe, ephemeral envelopes.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::harness::{CIPHERTEXT_B64, Next, Server, envelope, token, user};
+
+#[tokio::test]
+async fn online_envelope_reaches_every_session_of_the_recipient() -> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut phone = server.connect(&token(&bob)).await?;
+    let mut laptop = server.connect(&token(&bob)).await?;
+    let mut bystander = server.connect(&token(&user("carol"))).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut body = envelope(&bob);
+    body["senderId"] = json!(alice);
+    body["encryptedSymmetricKey"] = json!("a2V5");
+    let id = server.send_ok(&token(&alice), &body).await?;
+    for session in [&mut phone, &mut laptop] {
+        let (got, env) = session.envelope().await?;
+        assert_eq!(got, id);
+        assert_eq!(env["recipientId"], bob.as_str());
+        assert_eq!(env["senderId"], alice.as_str());
+        assert_eq!(env["encryptedData"], CIPHERTEXT_B64);
+        assert_eq!(env["encryptedSymmetricKey"], "a2V5");
+    }
+    bystander.expect_silence(Duration::from_millis(300)).await?;
+    phone.ack(&[id.clone()]).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.pending_ids(&token(&bob)).await?.is_empty(),
+        "acked envelope must be deleted"
+    );
+    server.assert_not_logged(&[CIPHERTEXT_B64, &token(&alice)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn offline_envelope_is_stored_sent_on_connect_and_gone_after_ack() -> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let first = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    let second = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.pending_ids(&token(&bob)).await?,
+        [first.clone(), second.clone()]
+    );
+
+    let mut session = server.connect(&token(&bob)).await?;
+    assert_eq!(session.envelope().await?.0, first);
+    assert_eq!(session.envelope().await?.0, second);
+    session.ack(&[first.clone(), second.clone()]).await?;
+    session.expect_silence(Duration::from_millis(300)).await?;
+    session.close().await?;
+    assert!(server.pending_ids(&token(&bob)).await?.is_empty());
+
+    let mut again = server.connect(&token(&bob)).await?;
+    again.expect_silence(Duration::from_millis(400)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unacked_envelope_comes_again_on_reconnect() -> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut session = server.connect(&token(&bob)).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let acked = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    let unacked = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    assert_eq!(session.envelope().await?.0, acked);
+    assert_eq!(session.envelope().await?.0, unacked);
+    session.ack(&[acked.clone()]).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    session.close().await?;
+
+    let mut reconnected = server.connect(&token(&bob)).await?;
+    assert_eq!(reconnected.envelope().await?.0, unacked);
+    reconnected
+        .expect_silence(Duration::from_millis(300))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn same_message_id_twice_is_delivered_once() -> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let mut body = envelope(&bob);
+    body["messageId"] = json!("client-chosen-id.1");
+    // Online recipient.
+    let mut session = server.connect(&token(&bob)).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        server.send_ok(&token(&alice), &body).await?,
+        "client-chosen-id.1"
+    );
+    assert_eq!(
+        server.send_ok(&token(&alice), &body).await?,
+        "client-chosen-id.1"
+    );
+    assert_eq!(session.envelope().await?.0, "client-chosen-id.1");
+    session.expect_silence(Duration::from_millis(400)).await?;
+    // Even after the ack, a resend is not delivered again.
+    session.ack(&["client-chosen-id.1".to_owned()]).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.send_ok(&token(&alice), &body).await?;
+    session.expect_silence(Duration::from_millis(400)).await?;
+
+    // Offline recipient: stored once.
+    let mut offline = envelope(&carol);
+    offline["messageId"] = json!("dup-offline");
+    server.send_ok(&token(&alice), &offline).await?;
+    server.send_ok(&token(&alice), &offline).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.pending_ids(&token(&carol)).await?, ["dup-offline"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn ephemeral_envelopes_reach_live_sessions_only_and_are_never_stored() -> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    let mut offline = envelope(&bob);
+    offline["isEphemeral"] = json!(true);
+    server.send_ok(&token(&alice), &offline).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.pending_ids(&token(&bob)).await?.is_empty(),
+        "ephemeral must not be stored"
+    );
+    let mut late = server.connect(&token(&bob)).await?;
+    late.expect_silence(Duration::from_millis(300)).await?;
+
+    let mut live = server.connect(&token(&carol)).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut online = envelope(&carol);
+    online["isEphemeral"] = json!(true);
+    let id = server.send_ok(&token(&alice), &online).await?;
+    let (got, env) = live.envelope().await?;
+    assert_eq!(got, id);
+    assert_eq!(env["isEphemeral"], true);
+    assert!(
+        server.pending_ids(&token(&carol)).await?.is_empty(),
+        "ephemeral must not be queued"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn backlog_serves_the_express_lane_first_then_oldest_first() -> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut ids = Vec::new();
+    for priority in [0, 3, 9, 1, 5] {
+        let mut body = envelope(&bob);
+        body["priority"] = json!(priority);
+        ids.push(server.send_ok(&token(&alice), &body).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let expected = [
+        ids[2].clone(),
+        ids[4].clone(),
+        ids[0].clone(),
+        ids[1].clone(),
+        ids[3].clone(),
+    ];
+    assert_eq!(server.pending_ids(&token(&bob)).await?, expected);
+    let mut session = server.connect(&token(&bob)).await?;
+    for want in &expected {
+        assert_eq!(&session.envelope().await?.0, want);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn live_envelopes_follow_a_large_backlog_without_duplicates() -> Result<()> {
+    let server = Server::start(&[("RATE_LIMIT_SENDER_BURST", "10000")]).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut sent = Vec::new();
+    for _ in 0..450 {
+        sent.push(server.send_ok(&token(&alice), &envelope(&bob)).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut session = server.connect(&token(&bob)).await?;
+    // More envelopes arrive while the backlog (several pages) is being written.
+    let sender = {
+        let alice_token = token(&alice);
+        let body = envelope(&bob);
+        let base = server.base.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut ids = Vec::new();
+            for _ in 0..50 {
+                let response = client
+                    .post(format!("{base}/send"))
+                    .bearer_auth(&alice_token)
+                    .json(&body)
+                    .send()
+                    .await?;
+                let value: serde_json::Value = response.json().await?;
+                ids.push(value["messageId"].as_str().unwrap_or_default().to_owned());
+            }
+            anyhow::Ok(ids)
+        })
+    };
+    let mut received = Vec::new();
+    while received.len() < 500 {
+        match session.next(Duration::from_secs(10)).await? {
+            Next::Json(frame) => {
+                received.push(frame["messageId"].as_str().unwrap_or_default().to_owned())
+            }
+            other => anyhow::bail!("after {} envelopes: {other:?}", received.len()),
+        }
+    }
+    sent.extend(sender.await??);
+    session.expect_silence(Duration::from_millis(500)).await?;
+    assert_eq!(&received[..450], &sent[..450], "backlog in order first");
+    let mut all = received.clone();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 500, "no duplicates, nothing missing");
+    let mut want = sent.clone();
+    want.sort();
+    assert_eq!(all, want);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_frames_get_an_error_frame_and_the_session_lives_on() -> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut session = server.connect(&token(&bob)).await?;
+    for bad in [
+        "not json",
+        r#"{"type":"dance"}"#,
+        r#"{"type":"ack"}"#,
+        r#"{"type":"ack","messageIds":["bad id"]}"#,
+    ] {
+        session.send_text(bad).await?;
+        let frame = session.json().await?;
+        assert_eq!(frame["type"], "error", "{bad}: {frame}");
+        assert!(frame["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    session
+        .stream
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![1, 2, 3].into(),
+        ))
+        .await?;
+    assert_eq!(session.json().await?["type"], "error");
+    let id = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    assert_eq!(session.envelope().await?.0, id);
+    Ok(())
+}
+
+use futures_util::SinkExt;
