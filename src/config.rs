@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the router (all roles in one process by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a development token (HS256, signed with JWT_SECRET or the dev secret in DATA_DIR).
     Token(TokenArgs),
 }

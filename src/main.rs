@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(cli.global, args).await,
+            Command::Serve(args) => serve::run(cli.global, *args).await,
             Command::Token(args) => token::run(&cli.global, &args),
         }
     });

@@ -78,7 +78,7 @@ mod tests {
         let start = Instant::now();
         tracker.written(&user, &a, start + Duration::from_secs(1));
         tracker.written(&user, &b, start + Duration::from_secs(2));
-        tracker.acked(&user, &[a.clone()]);
+        tracker.acked(&user, std::slice::from_ref(&a));
         assert!(tracker.overdue(start).is_empty());
         assert!(
             tracker

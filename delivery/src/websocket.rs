@@ -210,19 +210,18 @@ async fn run(
                         // Stored anyway: a second pass over the backlog picks it up.
                         backlog.rescan = true;
                     }
-                } else if !backlog.sent.contains(&live.message_id) {
-                    if let Err(end) = send_envelope(manager, sink, &user, &live.message_id, &live.json, live.ephemeral).await {
-                        return end;
-                    }
+                } else if !backlog.sent.contains(&live.message_id)
+                    && let Err(end) = send_envelope(manager, sink, &user, &live.message_id, &live.json, live.ephemeral).await
+                {
+                    return end;
                 }
             }
             _ = std::future::ready(()), if !backlog.page.is_empty() => {
-                if let Some((id, json)) = backlog.page.pop_front() {
-                    if backlog.sent.insert(id.clone()) {
-                        if let Err(end) = send_envelope(manager, sink, &user, &id, &json, false).await {
-                            return end;
-                        }
-                    }
+                if let Some((id, json)) = backlog.page.pop_front()
+                    && backlog.sent.insert(id.clone())
+                    && let Err(end) = send_envelope(manager, sink, &user, &id, &json, false).await
+                {
+                    return end;
                 }
             }
         }

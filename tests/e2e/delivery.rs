@@ -29,7 +29,7 @@ async fn online_envelope_reaches_every_session_of_the_recipient() -> Result<()> 
         assert_eq!(env["encryptedSymmetricKey"], "a2V5");
     }
     bystander.expect_silence(Duration::from_millis(300)).await?;
-    phone.ack(&[id.clone()]).await?;
+    phone.ack(std::slice::from_ref(&id)).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         server.pending_ids(&token(&bob)).await?.is_empty(),
@@ -74,7 +74,7 @@ async fn unacked_envelope_comes_again_on_reconnect() -> Result<()> {
     let unacked = server.send_ok(&token(&alice), &envelope(&bob)).await?;
     assert_eq!(session.envelope().await?.0, acked);
     assert_eq!(session.envelope().await?.0, unacked);
-    session.ack(&[acked.clone()]).await?;
+    session.ack(std::slice::from_ref(&acked)).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     session.close().await?;
 

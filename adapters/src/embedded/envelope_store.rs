@@ -126,10 +126,10 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                 let user = envelope.recipient.as_str();
                 let id = envelope.message_id.as_str();
                 let mut dedupe = txn.open_table(DEDUPE)?;
-                if let Some(until) = dedupe.get((user, id))? {
-                    if until.value() > now {
-                        return Ok(EnqueueOutcome::Duplicate);
-                    }
+                if let Some(until) = dedupe.get((user, id))?
+                    && until.value() > now
+                {
+                    return Ok(EnqueueOutcome::Duplicate);
                 }
                 let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
                 if let Some(old) = dedupe.insert((user, id), dedupe_until)? {
@@ -156,10 +156,10 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                 // An id past its dedupe window but still queued is replaced, not doubled.
                 if let Some(old) = ids.insert((user, id), (lane, seq))? {
                     let (old_lane, old_seq) = old.value();
-                    if let Some(bytes) = queue.remove((user, old_lane, old_seq))? {
-                        if let Ok(old_record) = Record::decode(bytes.value()) {
-                            expiry.remove((old_record.expires_at_ms, user, id))?;
-                        }
+                    if let Some(bytes) = queue.remove((user, old_lane, old_seq))?
+                        && let Ok(old_record) = Record::decode(bytes.value())
+                    {
+                        expiry.remove((old_record.expires_at_ms, user, id))?;
                     }
                 }
                 queue.insert((user, lane, seq), record.encode().as_slice())?;
