@@ -210,6 +210,9 @@ pub struct ServeArgs {
     /// Embedded bus: messages waiting for the processor before publishers wait (then 503).
     #[arg(long, env = "BUS_CAPACITY", default_value_t = 10_000)]
     pub bus_capacity: usize,
+    /// Embedded bus: how long `/send` waits for room on a full bus before answering 503.
+    #[arg(long, env = "BUS_PUBLISH_TIMEOUT", value_parser = duration, default_value = "5s")]
+    pub bus_publish_timeout: Duration,
     /// How often expired envelopes are purged.
     #[arg(long, env = "PURGE_INTERVAL", value_parser = duration, default_value = "60s")]
     pub purge_interval: Duration,

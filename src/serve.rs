@@ -85,6 +85,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(EmbeddedEnvelopeStore::new(db.clone(), retention, clock.clone()).await?);
     let bus_config = EmbeddedBusConfig {
         capacity: args.bus_capacity,
+        publish_timeout: args.bus_publish_timeout,
         ..EmbeddedBusConfig::default()
     };
     let bus: Arc<dyn EnvelopeBus> = Arc::new(EmbeddedBus::open(db.clone(), bus_config).await?);

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use futures_util::SinkExt;
 use serde_json::json;
 
 use crate::harness::{CIPHERTEXT_B64, Next, Server, envelope, token, user};
@@ -258,4 +259,64 @@ async fn bad_frames_get_an_error_frame_and_the_session_lives_on() -> Result<()> 
     Ok(())
 }
 
-use futures_util::SinkExt;
+#[tokio::test]
+async fn a_slow_session_is_closed_and_the_store_keeps_its_envelopes() -> Result<()> {
+    let server = Server::start(&[
+        ("SESSION_QUEUE", "4"),
+        ("MAX_BODY_BYTES", "2000000"),
+        ("WRITE_TIMEOUT", "5s"),
+        ("RATE_LIMIT_SENDER_BURST", "1000"),
+    ])
+    .await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    // A client that never reads: once the socket buffers are full, its queue overflows.
+    let stalled = server.connect(&token(&bob)).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let big = "QUFB".repeat(200_000); // 800 KB of base64
+    let mut sent = Vec::new();
+    for _ in 0..40 {
+        let body = json!({"recipientId": bob, "encryptedData": big});
+        sent.push(server.send_ok(&token(&alice), &body).await?);
+        if !server
+            .log_lines_with(&["session queue full", &bob])
+            .is_empty()
+        {
+            break;
+        }
+    }
+    server
+        .wait_for_log(&["session queue full", &bob], 1, Duration::from_secs(10))
+        .await?;
+    drop(stalled);
+    // Everything accepted is still queued, in order, and reaches the next session.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.pending_ids(&token(&bob)).await?, sent);
+    let mut fresh = server.connect(&token(&bob)).await?;
+    for id in &sent {
+        assert_eq!(&fresh.envelope().await?.0, id);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_session_that_stops_answering_pings_is_dropped() -> Result<()> {
+    let server = Server::start(&[("PING_INTERVAL", "300ms")]).await?;
+    let bob = user("bob");
+    // Never polled: the client answers no ping.
+    let _silent = server.connect(&token(&bob)).await?;
+    let mut alive = server.connect(&token(&user("carol"))).await?;
+    // A client that keeps reading answers pings and stays, for many ping intervals.
+    let closed_by_timeout = ["websocket session closed", bob.as_str(), "Timeout"];
+    let (timed_out, stayed) = tokio::join!(
+        server.wait_for_log(&closed_by_timeout, 1, Duration::from_secs(5)),
+        alive.expect_silence(Duration::from_secs(2)),
+    );
+    timed_out?;
+    stayed?;
+    assert_eq!(
+        server.log_lines_with(&["Timeout"]).len(),
+        1,
+        "only the silent session timed out"
+    );
+    Ok(())
+}

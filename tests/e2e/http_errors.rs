@@ -569,3 +569,38 @@ async fn unknown_routes_get_a_json_404() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn send_answers_503_when_the_bus_cannot_take_more_and_keeps_what_it_accepted() -> Result<()> {
+    // Ingest only: nothing drains the bounded bus, so the third envelope cannot be confirmed.
+    let server = Server::start(&[
+        ("ROLES", "api"),
+        ("BUS_CAPACITY", "2"),
+        ("BUS_PUBLISH_TIMEOUT", "300ms"),
+    ])
+    .await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let first = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    let second = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    let refused = server.send(&token(&alice), &envelope(&bob)).await?;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    expect_error(refused, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await?;
+    let ready: Value = server
+        .request(Method::GET, "/readyz")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        ready["components"]["bus"]["status"], "ok",
+        "a full bus is still reachable"
+    );
+
+    // A routing process on the same data delivers exactly the accepted envelopes.
+    let server = server.restart_with(Vec::new()).await?;
+    let mut session = server.connect(&token(&bob)).await?;
+    assert_eq!(session.envelope().await?.0, first);
+    assert_eq!(session.envelope().await?.0, second);
+    session.expect_silence(Duration::from_millis(400)).await?;
+    Ok(())
+}

@@ -88,7 +88,8 @@ pub async fn connect(
     let mut upgrade = upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER * 64)
+        // One frame must always fit: the largest envelope plus its frame wrapper.
+        .max_write_buffer_size(WRITE_BUFFER + (state.max_body * 2).max(WRITE_BUFFER * 64))
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE);
     if let TokenSource::Protocol(offered) = source {

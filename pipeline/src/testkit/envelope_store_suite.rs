@@ -132,7 +132,10 @@ where
         ["e1", "n2", "n3"]
     );
     assert_eq!(
-        store.ack(&alice, std::slice::from_ref(&n1)).await.expect("ack"),
+        store
+            .ack(&alice, std::slice::from_ref(&n1))
+            .await
+            .expect("ack"),
         0,
         "ack is idempotent"
     );
