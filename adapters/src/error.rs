@@ -16,6 +16,14 @@ pub enum AdapterError {
     /// The embedded database failed while reading or writing.
     #[error("embedded database failure: {0}")]
     Database(String),
+    /// A backend did not answer at start-up.
+    #[error("cannot reach {backend}: {cause}")]
+    Unreachable {
+        /// Which backend.
+        backend: &'static str,
+        /// What went wrong.
+        cause: String,
+    },
     /// A setting is invalid.
     #[error("invalid setting {setting}: {reason}")]
     InvalidSetting {

@@ -4,6 +4,7 @@
 //! * [`embedded`]: the all-in-one defaults: a durable local bus, queues and device tokens in one
 //!   on-disk [redb](https://www.redb.org) database, in-memory presence, rate limits and delivery
 //!   channel, and a push sender that logs.
+//! * [`redis`]: presence, queues, rate limits and delivery channels shared by many instances.
 //! * [`error`]: errors raised while building adapters.
 //!
 //! Cloud backends (Redis, Pub/Sub, Firestore, FCM, APNs) get a folder each, one file per port.
@@ -11,5 +12,6 @@
 
 pub mod embedded;
 pub mod error;
+pub mod redis;
 
 pub use error::AdapterError;

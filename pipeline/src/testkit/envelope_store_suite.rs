@@ -164,6 +164,24 @@ where
         .collect();
     assert_eq!(rest, ["n2", "n3"]);
 
+    // Dedupe holds under concurrent enqueues of one id: exactly one is stored.
+    let erin = user(namespace, "erin");
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let envelope = queued(&erin, "raced", false);
+            tokio::spawn(async move { store.enqueue(&envelope).await })
+        })
+        .collect();
+    let mut stored = 0;
+    for racer in racers {
+        if racer.await.expect("join").expect("enqueue") == EnqueueOutcome::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1, "exactly one concurrent enqueue stores");
+    assert_eq!(store.depth(&erin).await.expect("depth"), 1);
+
     // Many envelopes: order holds across pages.
     let carol = user(namespace, "carol");
     for i in 0..120 {
