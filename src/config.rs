@@ -85,6 +85,8 @@ pub enum BusBackend {
 pub enum PresenceBackend {
     /// This process only.
     Memory,
+    /// Shared by every instance through REDIS_URL.
+    Redis,
 }
 
 /// The per-instance delivery channel.
@@ -92,6 +94,8 @@ pub enum PresenceBackend {
 pub enum DeliveryBackend {
     /// In-process channel (one instance).
     Local,
+    /// Redis pub/sub channel per instance (`<prefix>delivery:<instanceId>`); needs PRESENCE=redis.
+    Redis,
 }
 
 /// The envelope store.
@@ -99,6 +103,17 @@ pub enum DeliveryBackend {
 pub enum StoreBackend {
     /// On-disk database in DATA_DIR.
     Embedded,
+    /// Per-recipient queues in Redis (REDIS_URL).
+    Redis,
+}
+
+/// Where token buckets live.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimitBackend {
+    /// Per process.
+    Memory,
+    /// Shared by every instance through REDIS_URL.
+    Redis,
 }
 
 /// Where device tokens live.
@@ -165,9 +180,30 @@ pub struct ServeArgs {
     /// Push sender.
     #[arg(long, env = "PUSH", value_enum, default_value = "log")]
     pub push: PushBackend,
-    /// This instance's id (default: random).
+    /// Where token buckets live.
+    #[arg(long, env = "RATE_LIMIT", value_enum, default_value = "memory")]
+    pub rate_limit: RateLimitBackend,
+    /// Redis URL: `redis://[:password@]host:port[/db]`, or `rediss://` for TLS.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "er:")]
+    pub redis_key_prefix: String,
+    /// Deadline of every Redis command and connection attempt.
+    #[arg(long, env = "REDIS_TIMEOUT", value_parser = duration, default_value = "2s")]
+    pub redis_timeout: Duration,
+    /// This instance's id (default: the Cloud Run metadata server's, else random).
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Instance liveness beat interval.
+    #[arg(long, env = "INSTANCE_BEAT", value_parser = duration, default_value = "5s")]
+    pub instance_beat: Duration,
+    /// Instance liveness TTL: sessions of an instance silent this long stop counting.
+    #[arg(long, env = "INSTANCE_TTL", value_parser = duration, default_value = "15s")]
+    pub instance_ttl: Duration,
+    /// How often the bus and store are checked for the ingest gate (503 while down).
+    #[arg(long, env = "HEALTH_INTERVAL", value_parser = duration, default_value = "1s")]
+    pub health_interval: Duration,
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -183,6 +219,12 @@ pub struct ServeArgs {
     /// How long a messageId is remembered for dedupe.
     #[arg(long, env = "DEDUPE_WINDOW", value_parser = duration, default_value = "24h")]
     pub dedupe_window: Duration,
+    /// Pair rate limit (sender, recipient): bucket size.
+    #[arg(long, env = "RATE_LIMIT_PAIR_BURST", default_value_t = 60)]
+    pub rate_limit_pair_burst: u32,
+    /// Pair rate limit (sender, recipient): tokens refilled per second.
+    #[arg(long, env = "RATE_LIMIT_PAIR_PER_SECOND", default_value_t = 1.0)]
+    pub rate_limit_pair_per_second: f64,
     /// A written envelope not acked within this time wakes the recipient.
     #[arg(long, env = "ACK_TIMEOUT", value_parser = duration, default_value = "60s")]
     pub ack_timeout: Duration,

@@ -3,13 +3,17 @@
 //! # Layout
 //! * `config`: every flag and env var (`--help`).
 //! * `telemetry`: logs (text or JSON) and the Prometheus recorder.
-//! * `serve`: builds the ports from config and runs the roles until a signal.
+//! * `backends`: builds every port from config (embedded or Redis).
+//! * `instance`: the instance id (INSTANCE_ID, the metadata server, or random).
+//! * `serve`: runs the roles until a signal.
 //! * `dev_secret`: the development JWT secret kept in `DATA_DIR`.
 //! * `token`: the `token` command (a dev token for curl and WebSocket clients).
 //! * `shutdown`: SIGINT/SIGTERM.
 
+mod backends;
 mod config;
 mod dev_secret;
+mod instance;
 mod serve;
 mod shutdown;
 mod telemetry;

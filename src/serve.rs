@@ -3,22 +3,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adapters::embedded::bus::EmbeddedBusConfig;
-use adapters::embedded::{
-    EmbeddedBus, EmbeddedDb, EmbeddedDeviceTokenStore, EmbeddedEnvelopeStore, LocalDeliveryChannel,
-    LogPushSender, MemoryPresenceStore, MemoryRateLimiter,
-};
 use anyhow::Context;
 use axum::http::HeaderValue;
 use delivery::{ConnectionManager, DeliveryConfig};
 use ingest_http::auth::{AuthConfig, Authenticator};
 use ingest_http::{AppState, router};
-use pipeline::InstanceId;
 use pipeline::clock::{Clock, SystemClock, UuidV7Ids};
-use pipeline::ports::{
-    DeliveryChannel, DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore, PushSender,
-    Retention,
-};
+use pipeline::health::IngestGate;
+use pipeline::ports::EnvelopeStore;
 use pipeline::routing::{Processor, Wakeups};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,10 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{GlobalArgs, ServeArgs};
-use crate::{dev_secret, shutdown, telemetry};
-
-/// The embedded database file inside `DATA_DIR`.
-const DB_FILE: &str = "router.redb";
+use crate::{backends, dev_secret, instance, shutdown, telemetry};
 
 fn auth_config(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<AuthConfig> {
     let mut secret = global.jwt_secret.clone();
@@ -62,87 +51,67 @@ fn cors_origins(args: &ServeArgs) -> anyhow::Result<Arc<[HeaderValue]>> {
         .map(Into::into)
 }
 
-/// Runs `serve` until SIGINT/SIGTERM, then drains within the grace period and returns.
-pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
-    let metrics = telemetry::init_metrics()?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let instance = args
-        .instance_id
-        .as_deref()
-        .map(InstanceId::new)
-        .unwrap_or_else(InstanceId::random);
-    let auth =
-        Arc::new(Authenticator::new(&auth_config(&global, &args)?).map_err(anyhow::Error::msg)?);
-
-    let db_path = global.data_dir.join(DB_FILE);
-    let db = EmbeddedDb::open(&db_path)?;
-    info!(path = %db_path.display(), "embedded database open");
-    let retention = Retention {
-        envelopes: args.retention,
-        dedupe: args.dedupe_window,
-    };
-    let store: Arc<dyn EnvelopeStore> =
-        Arc::new(EmbeddedEnvelopeStore::new(db.clone(), retention, clock.clone()).await?);
-    let bus_config = EmbeddedBusConfig {
-        capacity: args.bus_capacity,
-        publish_timeout: args.bus_publish_timeout,
-        ..EmbeddedBusConfig::default()
-    };
-    let bus: Arc<dyn EnvelopeBus> = Arc::new(EmbeddedBus::open(db.clone(), bus_config).await?);
-    let devices: Arc<dyn DeviceTokenStore> =
-        Arc::new(EmbeddedDeviceTokenStore::new(db.clone(), clock.clone()).await?);
-    let presence: Arc<dyn PresenceStore> = Arc::new(MemoryPresenceStore::new(clock.clone()));
-    let channel: Arc<dyn DeliveryChannel> = Arc::new(LocalDeliveryChannel::new());
-    let push: Arc<dyn PushSender> = Arc::new(LogPushSender);
-    let rate_limiter = Arc::new(MemoryRateLimiter::new(
-        args.rate_limit_sender_burst,
-        args.rate_limit_sender_per_second,
-        clock.clone(),
-    ));
-    let wakeups = Arc::new(Wakeups::new(
-        devices.clone(),
-        push,
-        clock.clone(),
-        args.wakeup_window,
-    ));
-
-    let delivery_config = DeliveryConfig {
+fn delivery_config(args: &ServeArgs) -> DeliveryConfig {
+    DeliveryConfig {
         session_queue: args.session_queue,
         ping_interval: args.ping_interval,
         write_timeout: args.write_timeout,
         heartbeat_interval: args.heartbeat_interval,
         session_ttl: args.session_ttl,
+        instance_beat: args.instance_beat,
+        instance_ttl: args.instance_ttl,
         ack_timeout: args.ack_timeout,
         ..DeliveryConfig::default()
-    };
+    }
+}
+
+/// Runs `serve` until SIGINT/SIGTERM, then drains within the grace period and returns.
+pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = telemetry::init_metrics()?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let instance = instance::resolve(args.instance_id.as_deref()).await;
+    let auth =
+        Arc::new(Authenticator::new(&auth_config(&global, &args)?).map_err(anyhow::Error::msg)?);
+    let ports = backends::build(&global, &args, clock.clone()).await?;
+    let wakeups = Arc::new(Wakeups::new(
+        ports.devices.clone(),
+        ports.push.clone(),
+        clock.clone(),
+        args.wakeup_window,
+    ));
     let manager = ConnectionManager::new(
         instance.clone(),
-        delivery_config,
-        presence.clone(),
-        store.clone(),
-        channel.clone(),
+        delivery_config(&args),
+        ports.presence.clone(),
+        ports.store.clone(),
+        ports.channel.clone(),
         wakeups.clone(),
         clock.clone(),
     );
+
     let shutdown_token = CancellationToken::new();
     let tasks = TaskTracker::new();
     if args.roles.routes() {
         let deliveries = manager.start().await.context("starting delivery")?;
         let processor = Arc::new(Processor::new(
-            store.clone(),
-            presence.clone(),
-            channel,
+            ports.store.clone(),
+            ports.presence.clone(),
+            ports.channel.clone(),
             wakeups,
             clock.clone(),
         ));
-        let subscription = bus.subscribe().await.context("subscribing to the bus")?;
+        let subscription = ports
+            .bus
+            .subscribe()
+            .await
+            .context("subscribing to the bus")?;
         tasks.spawn(
             manager
                 .clone()
                 .run(deliveries, shutdown_token.child_token()),
         );
         tasks.spawn(processor.run(
-            bus.clone(),
+            ports.bus.clone(),
             subscription,
             args.processor_concurrency,
             shutdown_token.child_token(),
@@ -151,18 +120,27 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         info!(roles = ?args.roles, "not routing: envelopes wait on the bus for a processor");
     }
     tasks.spawn(purge_loop(
-        store.clone(),
+        ports.store.clone(),
         args.purge_interval,
+        shutdown_token.child_token(),
+    ));
+    let gate = Arc::new(IngestGate::default());
+    tasks.spawn(gate.clone().monitor(
+        ports.bus.clone(),
+        ports.store.clone(),
+        args.health_interval,
         shutdown_token.child_token(),
     ));
 
     let state = AppState {
         auth,
-        bus,
-        store,
-        presence,
-        devices,
-        rate_limiter,
+        bus: ports.bus,
+        store: ports.store,
+        presence: ports.presence,
+        devices: ports.devices,
+        sender_limiter: ports.sender_limiter,
+        pair_limiter: ports.pair_limiter,
+        gate,
         ids: Arc::new(UuidV7Ids),
         clock,
         delivery: args.roles.routes().then(|| manager.clone()),

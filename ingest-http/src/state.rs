@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::http::HeaderValue;
 use delivery::ConnectionManager;
 use pipeline::clock::{Clock, IdGenerator};
+use pipeline::health::IngestGate;
 use pipeline::ports::{DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore, RateLimiter};
 
 use crate::auth::Authenticator;
@@ -26,7 +27,11 @@ pub struct AppState {
     /// Push tokens (`/register-device`).
     pub devices: Arc<dyn DeviceTokenStore>,
     /// Per-sender token buckets.
-    pub rate_limiter: Arc<dyn RateLimiter>,
+    pub sender_limiter: Arc<dyn RateLimiter>,
+    /// Per (sender, recipient) token buckets.
+    pub pair_limiter: Arc<dyn RateLimiter>,
+    /// 503 at ingest while the store or bus is down.
+    pub gate: Arc<IngestGate>,
     /// Ids for envelopes that come without one.
     pub ids: Arc<dyn IdGenerator>,
     /// Ingest timestamps.

@@ -8,6 +8,7 @@
 //! * [`routing`]: transformer → processor, the store-first routing shared by every mode, and wake-ups.
 //! * [`clock`]: injectable time and id generation.
 //! * [`error`]: the typed errors of every port.
+//! * [`health`]: the ingest gate (503 while the store or bus is down).
 //! * `testkit` (feature): one behaviour suite per port, run by every adapter.
 //!
 //! The crate holds no network code: adapters bring the wire, `src/` wires roles together.
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod device;
 pub mod envelope;
 pub mod error;
+pub mod health;
 pub mod instance_id;
 pub mod message_id;
 pub mod ports;

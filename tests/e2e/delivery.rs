@@ -180,7 +180,11 @@ async fn backlog_serves_the_express_lane_first_then_oldest_first() -> Result<()>
 
 #[tokio::test]
 async fn live_envelopes_follow_a_large_backlog_without_duplicates() -> Result<()> {
-    let server = Server::start(&[("RATE_LIMIT_SENDER_BURST", "10000")]).await?;
+    let server = Server::start(&[
+        ("RATE_LIMIT_SENDER_BURST", "10000"),
+        ("RATE_LIMIT_PAIR_BURST", "10000"),
+    ])
+    .await?;
     let (alice, bob) = (user("alice"), user("bob"));
     let mut sent = Vec::new();
     for _ in 0..450 {
@@ -266,6 +270,7 @@ async fn a_slow_session_is_closed_and_the_store_keeps_its_envelopes() -> Result<
         ("MAX_BODY_BYTES", "2000000"),
         ("WRITE_TIMEOUT", "5s"),
         ("RATE_LIMIT_SENDER_BURST", "1000"),
+        ("RATE_LIMIT_PAIR_BURST", "1000"),
     ])
     .await?;
     let (alice, bob) = (user("alice"), user("bob"));

@@ -19,7 +19,11 @@ async fn envelope_survives_a_restart_between_send_and_connect() -> Result<()> {
 
 #[tokio::test]
 async fn kill_9_right_after_202_loses_nothing() -> Result<()> {
-    let server = Server::start(&[("RATE_LIMIT_SENDER_BURST", "1000")]).await?;
+    let server = Server::start(&[
+        ("RATE_LIMIT_SENDER_BURST", "1000"),
+        ("RATE_LIMIT_PAIR_BURST", "1000"),
+    ])
+    .await?;
     let (alice, bob) = (user("alice"), user("bob"));
     let mut accepted = Vec::new();
     for _ in 0..60 {
@@ -49,7 +53,12 @@ async fn kill_9_right_after_202_loses_nothing() -> Result<()> {
 #[tokio::test]
 async fn envelopes_waiting_on_the_bus_survive_kill_9() -> Result<()> {
     // An ingest-only process accepts envelopes onto the durable local bus without routing them.
-    let server = Server::start(&[("ROLES", "api"), ("RATE_LIMIT_SENDER_BURST", "1000")]).await?;
+    let server = Server::start(&[
+        ("ROLES", "api"),
+        ("RATE_LIMIT_SENDER_BURST", "1000"),
+        ("RATE_LIMIT_PAIR_BURST", "1000"),
+    ])
+    .await?;
     let (alice, bob) = (user("alice"), user("bob"));
     let mut accepted = Vec::new();
     for _ in 0..25 {
@@ -59,7 +68,15 @@ async fn envelopes_waiting_on_the_bus_survive_kill_9() -> Result<()> {
         server.pending_ids(&token(&bob)).await?.is_empty(),
         "not routed yet: still on the bus"
     );
-    let server = server.kill9().await?.restart_with(Vec::new()).await?;
+    let server = {
+        // The same settings (and Redis prefix) without ROLES=api: a routing process.
+        let routing: Vec<_> = server
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k != "ROLES")
+            .collect();
+        server.kill9().await?.restart_with(routing).await?
+    };
     server
         .wait_for_log(
             &["redelivering bus messages", "count=25"],

@@ -70,6 +70,36 @@ pub fn envelope(recipient: &str) -> Value {
     json!({"recipientId": recipient, "encryptedData": CIPHERTEXT_B64})
 }
 
+/// The backends every test server uses: `E2E_BACKENDS=redis` runs the suite on Redis
+/// presence, store and rate limits (with a key prefix of its own per server).
+pub fn backend_profile() -> Result<Vec<(String, String)>> {
+    match std::env::var("E2E_BACKENDS").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => Ok(Vec::new()),
+        Ok("redis") => Ok(redis_profile(&redis_url()?, &unique("er-e2e-"))),
+        Ok(other) => bail!("unknown E2E_BACKENDS={other}"),
+    }
+}
+
+/// Settings for Redis presence, store, rate limits and delivery under `prefix`.
+pub fn redis_profile(url: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("PRESENCE", "redis"),
+        ("STORE", "redis"),
+        ("RATE_LIMIT", "redis"),
+        ("REDIS_URL", url),
+        ("REDIS_KEY_PREFIX", &format!("{prefix}:")),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// `REDIS_URL`, which `infra/test.sh` sets after starting redis-server.
+pub fn redis_url() -> Result<String> {
+    std::env::var("REDIS_URL")
+        .context("REDIS_URL is not set: run ./infra/test.sh, which starts redis-server")
+}
+
 /// A running server process.
 pub struct Server {
     /// `http://127.0.0.1:PORT`.
@@ -88,11 +118,20 @@ impl Server {
     /// Starts a server with a fresh `DATA_DIR` and these extra env vars.
     pub async fn start(env: &[(&str, &str)]) -> Result<Self> {
         let data_dir = std::env::temp_dir().join(unique("er-e2e-"));
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut all = backend_profile()?;
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::spawn(data_dir, all).await
+    }
+
+    /// Starts a server with exactly these env vars (no backend profile).
+    pub async fn start_exact(env: Vec<(String, String)>) -> Result<Self> {
+        let data_dir = std::env::temp_dir().join(unique("er-e2e-"));
         Self::spawn(data_dir, env).await
+    }
+
+    /// The settings this server was started with.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env.clone()
     }
 
     async fn spawn(data_dir: PathBuf, env: Vec<(String, String)>) -> Result<Self> {
@@ -312,9 +351,36 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // An empty data dir means a restart took the data over: leave it (and Redis) alone.
         if !self.data_dir.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.data_dir);
+            let setting = |name: &str| {
+                self.env
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            if let (Some(url), Some(prefix)) = (setting("REDIS_URL"), setting("REDIS_KEY_PREFIX")) {
+                delete_redis_prefix(&url, &prefix);
+            }
         }
+    }
+}
+
+/// Deletes every key under `prefix`, so tests leave nothing behind in a shared Redis.
+pub fn delete_redis_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
     }
 }
 

@@ -279,6 +279,35 @@ async fn send_is_rate_limited_per_sender_with_retry_after() -> Result<()> {
 }
 
 #[tokio::test]
+async fn send_is_rate_limited_per_sender_and_recipient_pair() -> Result<()> {
+    let server = Server::start(&[
+        ("RATE_LIMIT_PAIR_BURST", "2"),
+        ("RATE_LIMIT_PAIR_PER_SECOND", "0.5"),
+    ])
+    .await?;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    let limited = server.send(&token(&alice), &envelope(&bob)).await?;
+    assert!(limited.headers().contains_key("retry-after"));
+    expect_error(limited, StatusCode::TOO_MANY_REQUESTS, "rate limited").await?;
+    // Other pairs have their own buckets: alice → carol, carol → bob.
+    server.send_ok(&token(&alice), &envelope(&carol)).await?;
+    server.send_ok(&token(&carol), &envelope(&bob)).await?;
+    let metrics = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains(r#"envelope_router_rate_limited_total{scope="pair"} 1"#),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn messages_endpoints_reject_bad_input() -> Result<()> {
     let server = Server::start(&[("MAX_BODY_BYTES", "1024")]).await?;
     let bob = token(&user("bob"));
@@ -597,7 +626,12 @@ async fn send_answers_503_when_the_bus_cannot_take_more_and_keeps_what_it_accept
     );
 
     // A routing process on the same data delivers exactly the accepted envelopes.
-    let server = server.restart_with(Vec::new()).await?;
+    let routing: Vec<_> = server
+        .env()
+        .into_iter()
+        .filter(|(k, _)| k != "ROLES" && k != "BUS_CAPACITY")
+        .collect();
+    let server = server.restart_with(routing).await?;
     let mut session = server.connect(&token(&bob)).await?;
     assert_eq!(session.envelope().await?.0, first);
     assert_eq!(session.envelope().await?.0, second);

@@ -33,8 +33,9 @@ pub struct EmbeddedBusConfig {
     pub publish_timeout: Duration,
     /// First redelivery delay after a nack; doubles per attempt.
     pub redelivery_backoff: Duration,
-    /// Attempts before a message goes to the dead-letter table.
-    pub max_attempts: u32,
+    /// Longest redelivery delay. A nack is a transient failure: the message is retried until it
+    /// is acked, never dead-lettered (the processor dead-letters permanent failures itself).
+    pub max_backoff: Duration,
 }
 
 impl Default for EmbeddedBusConfig {
@@ -43,7 +44,7 @@ impl Default for EmbeddedBusConfig {
             capacity: 10_000,
             publish_timeout: Duration::from_secs(5),
             redelivery_backoff: Duration::from_millis(200),
-            max_attempts: 5,
+            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -311,22 +312,11 @@ impl Acknowledger for EmbeddedAcker {
 
     async fn nack(self: Box<Self>) -> Result<(), BusError> {
         let Self { inner, mut ready } = *self;
-        if ready.attempt >= inner.config.max_attempts {
-            let seq = ready.seq;
-            park_dead(&inner.db, &ready.message, "max delivery attempts reached").await?;
-            return inner
-                .db
-                .write(move |txn| {
-                    txn.open_table(PENDING)?.remove(seq)?;
-                    Ok(())
-                })
-                .await
-                .map_err(unavailable);
-        }
         let delay = inner
             .config
             .redelivery_backoff
-            .saturating_mul(1 << ready.attempt.saturating_sub(1).min(10));
+            .saturating_mul(1 << ready.attempt.saturating_sub(1).min(16))
+            .min(inner.config.max_backoff);
         ready.attempt += 1;
         let sender = inner.ready_tx.clone();
         tokio::spawn(async move {

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use pipeline::EnvelopeDraft;
-use pipeline::ports::RateDecision;
+use pipeline::ports::{RateDecision, RateLimiter};
 use pipeline::routing::to_bus_message;
 use serde::Serialize;
 use tracing::{instrument, warn};
@@ -22,20 +22,22 @@ pub struct Accepted {
     message_id: String,
 }
 
-/// Takes one token from `user`'s bucket, or answers 429. A limiter outage lets traffic through.
-pub async fn check_rate(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
-    match state
-        .rate_limiter
-        .check(&format!("sender:{}", user.0))
-        .await
-    {
+/// Takes one token from `key`'s bucket in `limiter`, or answers 429. A limiter outage lets
+/// traffic through (logged).
+async fn take_token(
+    limiter: &dyn RateLimiter,
+    key: &str,
+    scope: &'static str,
+) -> Result<(), ApiError> {
+    match limiter.check(key).await {
         Ok(RateDecision::Allowed) => Ok(()),
         Ok(RateDecision::Limited { retry_after }) => {
+            metrics::counter!("envelope_router_rate_limited_total", "scope" => scope).increment(1);
             metrics::counter!("envelope_router_envelopes_total", "stage" => "ingest", "source" => "http", "outcome" => "rate_limited").increment(1);
             Err(ApiError::RateLimited { retry_after })
         }
         Err(err) => {
-            warn!(cause = %err, "rate limiter unavailable; letting the request through");
+            warn!(cause = %err, scope, "rate limiter unavailable; letting the request through");
             Ok(())
         }
     }
@@ -49,7 +51,12 @@ pub async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    check_rate(&state, &user).await?;
+    take_token(
+        state.sender_limiter.as_ref(),
+        &format!("sender:{}", user.0),
+        "sender",
+    )
+    .await?;
     let bytes = read_json(&headers, body, state.max_body).await?;
     let draft = EnvelopeDraft::from_json(&bytes).inspect_err(|_| {
         metrics::counter!("envelope_router_envelopes_total", "stage" => "ingest", "source" => "http", "outcome" => "invalid").increment(1);
@@ -62,6 +69,11 @@ pub async fn send(
         return Err(ApiError::Forbidden(
             "senderId does not match the authenticated user".into(),
         ));
+    }
+    let pair = format!("pair:{}|{}", user.0, draft.recipient);
+    take_token(state.pair_limiter.as_ref(), &pair, "pair").await?;
+    if let Err(component) = state.gate.accepting() {
+        return Err(ApiError::Unavailable(format!("{component} is down")));
     }
     let envelope = draft.into_envelope(state.ids.as_ref());
     let message = to_bus_message(&envelope, "http", state.clock.now_ms());

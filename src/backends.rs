@@ -1,0 +1,155 @@
+//! Builds the ports from config: the only place that knows which backends exist.
+
+use std::sync::Arc;
+
+use adapters::embedded::bus::EmbeddedBusConfig;
+use adapters::embedded::{
+    EmbeddedBus, EmbeddedDb, EmbeddedDeviceTokenStore, EmbeddedEnvelopeStore, LocalDeliveryChannel,
+    LogPushSender, MemoryPresenceStore, MemoryRateLimiter,
+};
+use adapters::redis::{
+    RedisConfig, RedisDeliveryChannel, RedisEnvelopeStore, RedisHandle, RedisPresenceStore,
+    RedisRateLimiter,
+};
+use anyhow::{Context, bail};
+use pipeline::clock::Clock;
+use pipeline::ports::{
+    DeliveryChannel, DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore, PushSender,
+    RateLimiter, Retention,
+};
+use tracing::info;
+
+use crate::config::{
+    DeliveryBackend, GlobalArgs, PresenceBackend, RateLimitBackend, ServeArgs, StoreBackend,
+};
+
+/// The embedded database file inside `DATA_DIR`.
+const DB_FILE: &str = "router.redb";
+
+/// Every port the roles use.
+pub struct Backends {
+    pub bus: Arc<dyn EnvelopeBus>,
+    pub store: Arc<dyn EnvelopeStore>,
+    pub presence: Arc<dyn PresenceStore>,
+    pub channel: Arc<dyn DeliveryChannel>,
+    pub devices: Arc<dyn DeviceTokenStore>,
+    pub push: Arc<dyn PushSender>,
+    pub sender_limiter: Arc<dyn RateLimiter>,
+    pub pair_limiter: Arc<dyn RateLimiter>,
+}
+
+/// Rejects combinations that cannot work, before anything starts.
+fn validate(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.delivery == DeliveryBackend::Redis && args.presence != PresenceBackend::Redis {
+        bail!("DELIVERY=redis needs PRESENCE=redis: other instances must see this one's sessions");
+    }
+    Ok(())
+}
+
+/// Connects to Redis when any backend needs it.
+async fn redis(args: &ServeArgs) -> anyhow::Result<Option<RedisHandle>> {
+    let needed = args.presence == PresenceBackend::Redis
+        || args.store == StoreBackend::Redis
+        || args.delivery == DeliveryBackend::Redis
+        || args.rate_limit == RateLimitBackend::Redis;
+    if !needed {
+        return Ok(None);
+    }
+    let url = args
+        .redis_url
+        .clone()
+        .context("a Redis backend is selected but REDIS_URL is not set")?;
+    let handle = RedisConfig {
+        url,
+        key_prefix: args.redis_key_prefix.clone(),
+        timeout: args.redis_timeout,
+    }
+    .connect()
+    .await
+    .context("connecting to REDIS_URL")?;
+    info!(prefix = %args.redis_key_prefix, "redis connected");
+    Ok(Some(handle))
+}
+
+/// Builds every port for `args`.
+pub async fn build(
+    global: &GlobalArgs,
+    args: &ServeArgs,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Backends> {
+    validate(args)?;
+    let db_path = global.data_dir.join(DB_FILE);
+    let db = EmbeddedDb::open(&db_path)?;
+    info!(path = %db_path.display(), "embedded database open");
+    let redis = redis(args).await?;
+    let need_redis = || redis.clone().context("Redis backend without a connection");
+
+    let bus_config = EmbeddedBusConfig {
+        capacity: args.bus_capacity,
+        publish_timeout: args.bus_publish_timeout,
+        ..EmbeddedBusConfig::default()
+    };
+    let bus: Arc<dyn EnvelopeBus> = Arc::new(EmbeddedBus::open(db.clone(), bus_config).await?);
+
+    let retention = Retention {
+        envelopes: args.retention,
+        dedupe: args.dedupe_window,
+    };
+    let store: Arc<dyn EnvelopeStore> = match args.store {
+        StoreBackend::Embedded => {
+            Arc::new(EmbeddedEnvelopeStore::new(db.clone(), retention, clock.clone()).await?)
+        }
+        StoreBackend::Redis => Arc::new(RedisEnvelopeStore::new(
+            need_redis()?,
+            retention,
+            clock.clone(),
+        )),
+    };
+    let presence: Arc<dyn PresenceStore> = match args.presence {
+        PresenceBackend::Memory => Arc::new(MemoryPresenceStore::new(clock.clone())),
+        PresenceBackend::Redis => Arc::new(RedisPresenceStore::new(need_redis()?, clock.clone())),
+    };
+    let channel: Arc<dyn DeliveryChannel> = match args.delivery {
+        DeliveryBackend::Local => Arc::new(LocalDeliveryChannel::new()),
+        DeliveryBackend::Redis => Arc::new(RedisDeliveryChannel::new(need_redis()?)),
+    };
+    let (sender_limiter, pair_limiter): (Arc<dyn RateLimiter>, Arc<dyn RateLimiter>) =
+        match args.rate_limit {
+            RateLimitBackend::Memory => (
+                Arc::new(MemoryRateLimiter::new(
+                    args.rate_limit_sender_burst,
+                    args.rate_limit_sender_per_second,
+                    clock.clone(),
+                )),
+                Arc::new(MemoryRateLimiter::new(
+                    args.rate_limit_pair_burst,
+                    args.rate_limit_pair_per_second,
+                    clock.clone(),
+                )),
+            ),
+            RateLimitBackend::Redis => (
+                Arc::new(RedisRateLimiter::new(
+                    need_redis()?,
+                    args.rate_limit_sender_burst,
+                    args.rate_limit_sender_per_second,
+                )),
+                Arc::new(RedisRateLimiter::new(
+                    need_redis()?,
+                    args.rate_limit_pair_burst,
+                    args.rate_limit_pair_per_second,
+                )),
+            ),
+        };
+    let devices: Arc<dyn DeviceTokenStore> =
+        Arc::new(EmbeddedDeviceTokenStore::new(db, clock).await?);
+    Ok(Backends {
+        bus,
+        store,
+        presence,
+        channel,
+        devices,
+        push: Arc::new(LogPushSender),
+        sender_limiter,
+        pair_limiter,
+    })
+}
