@@ -8,6 +8,7 @@
 mod harness;
 
 mod auth;
+mod cluster;
 mod delivery;
 mod devices_and_wakeups;
 mod durability;

@@ -169,17 +169,12 @@ impl EnvelopeStore for RedisEnvelopeStore {
             .map_err(unavailable)?;
         let mut envelopes = Vec::new();
         let mut last_score = None;
-        let mut rows_seen = 0;
-        let mut more = false;
-        for row in rows.chunks(3) {
+        let rows: Vec<&[Option<String>]> = rows.chunks(3).collect();
+        let more = rows.len() > limit;
+        for row in rows.into_iter().take(limit) {
             let [Some(id), Some(score), json] = row else {
                 return Err(StoreError::Corrupt("backlog row".into()));
             };
-            if rows_seen == limit {
-                more = true;
-                break;
-            }
-            rows_seen += 1;
             let score: u64 = score
                 .parse::<f64>()
                 .map(|s| s as u64)
