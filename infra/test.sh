@@ -13,11 +13,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 threads="${TEST_THREADS:-8}"
 
 services=$(mktemp -d "${TMPDIR:-/tmp}/er-services.XXXXXX")
-cleanup() { ./infra/redis.sh stop "$services/redis" || true; rm -rf "$services"; }
+cleanup() { ./infra/dev/redis.sh stop "$services/redis" || true; rm -rf "$services"; }
 trap cleanup EXIT
 
 if [ -z "${REDIS_URL:-}" ]; then
-  REDIS_URL=$(./infra/redis.sh start "$services/redis")
+  REDIS_URL=$(./infra/dev/redis.sh start "$services/redis")
 fi
 export REDIS_URL
 # Tests that stop and restart their own Redis find the server binary here.

@@ -38,7 +38,10 @@ async fn an_envelope_posted_to_one_instance_reaches_a_session_on_another_once() 
     assert_eq!(on_a.envelope().await?.0, id);
     on_a.expect_silence(Duration::from_millis(500)).await?;
     // The queue is shared: B's pull path sees what A's session has not acked yet.
-    assert_eq!(b.pending_ids(&token(&bob)).await?, std::slice::from_ref(&id));
+    assert_eq!(
+        b.pending_ids(&token(&bob)).await?,
+        std::slice::from_ref(&id)
+    );
     on_a.ack(std::slice::from_ref(&id)).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(b.pending_ids(&token(&bob)).await?.is_empty());

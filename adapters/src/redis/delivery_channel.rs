@@ -9,45 +9,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use pipeline::InstanceId;
 use pipeline::error::DeliveryError;
 use pipeline::ports::delivery_channel::{DeliveryChannel, DeliveryItem, DeliveryReceiver};
-use pipeline::{InstanceId, MessageId, UserUrn};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::delivery_wire;
 use crate::redis::connection::RedisHandle;
-
-/// The wire form of a delivery item; the envelope is embedded as raw JSON.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireOut<'a> {
-    recipient: &'a str,
-    message_id: &'a str,
-    ephemeral: bool,
-    envelope: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireIn {
-    recipient: String,
-    message_id: String,
-    ephemeral: bool,
-    envelope: Box<RawValue>,
-}
-
-fn decode(payload: &[u8]) -> Option<DeliveryItem> {
-    let wire: WireIn = serde_json::from_slice(payload).ok()?;
-    Some(DeliveryItem {
-        recipient: UserUrn::parse(&wire.recipient).ok()?,
-        message_id: MessageId::parse(&wire.message_id).ok()?,
-        json: wire.envelope.get().into(),
-        ephemeral: wire.ephemeral,
-    })
-}
 
 /// Delivery channels on Redis pub/sub, one channel per instance.
 pub struct RedisDeliveryChannel {
@@ -72,15 +42,7 @@ impl DeliveryChannel for RedisDeliveryChannel {
         instance: &InstanceId,
         item: DeliveryItem,
     ) -> Result<(), DeliveryError> {
-        let envelope: &RawValue = serde_json::from_str(&item.json)
-            .map_err(|e| DeliveryError::Unavailable(format!("envelope is not JSON: {e}")))?;
-        let payload = serde_json::to_vec(&WireOut {
-            recipient: item.recipient.as_str(),
-            message_id: item.message_id.as_str(),
-            ephemeral: item.ephemeral,
-            envelope,
-        })
-        .map_err(|e| DeliveryError::Unavailable(e.to_string()))?;
+        let payload = delivery_wire::encode(&item).map_err(DeliveryError::Unavailable)?;
         let receivers: i64 = ::redis::cmd("PUBLISH")
             .arg(self.redis.keys.delivery_channel(instance))
             .arg(payload)
@@ -142,7 +104,7 @@ impl DeliveryChannel for RedisDeliveryChannel {
                         _ = stop.cancelled() => return,
                         message = messages.next() => match message {
                             Some(message) => {
-                                let Some(item) = decode(message.get_payload_bytes()) else {
+                                let Some(item) = delivery_wire::decode(message.get_payload_bytes()) else {
                                     warn!("undecodable delivery item dropped");
                                     continue;
                                 };

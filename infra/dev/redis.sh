@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a throwaway redis-server for the tests on a free port and prints its URL.
-#   infra/redis.sh start <dir>   → prints redis://127.0.0.1:<port>/0 ; pid in <dir>/redis.pid
-#   infra/redis.sh stop <dir>
+#   infra/dev/redis.sh start <dir>   → prints redis://127.0.0.1:<port>/0 ; pid in <dir>/redis.pid
+#   infra/dev/redis.sh stop <dir>
 # Installs redis-server from Debian's packages when the machine lacks it (needs root).
 set -euo pipefail
 
