@@ -3,8 +3,9 @@
 # unit and property tests, the port behaviour suites against every backend, and the end-to-end
 # tests against the real binary: once on the embedded backends, once on Redis.
 #
-# Starts the services the tests need (a throwaway redis-server on a free port unless REDIS_URL
-# is given) and stops them afterwards.
+# Starts the services the tests need — a throwaway redis-server and Google's Pub/Sub emulator,
+# each on a free port, unless REDIS_URL / PUBSUB_EMULATOR_HOST point at running ones — and stops
+# them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,18 +14,26 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 threads="${TEST_THREADS:-8}"
 
 services=$(mktemp -d "${TMPDIR:-/tmp}/er-services.XXXXXX")
-cleanup() { ./infra/dev/redis.sh stop "$services/redis" || true; rm -rf "$services"; }
+cleanup() {
+  ./infra/dev/redis.sh stop "$services/redis" || true
+  ./infra/dev/pubsub-emulator.sh stop "$services/pubsub" || true
+  rm -rf "$services"
+}
 trap cleanup EXIT
 
 if [ -z "${REDIS_URL:-}" ]; then
   REDIS_URL=$(./infra/dev/redis.sh start "$services/redis")
 fi
 export REDIS_URL
+if [ -z "${PUBSUB_EMULATOR_HOST:-}" ]; then
+  PUBSUB_EMULATOR_HOST=$(./infra/dev/pubsub-emulator.sh start "$services/pubsub")
+fi
+export PUBSUB_EMULATOR_HOST
 # Tests that stop and restart their own Redis find the server binary here.
 REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
 export REDIS_SERVER_BIN
-echo "tests use Redis at $REDIS_URL" >&2
+echo "tests use Redis at $REDIS_URL and the Pub/Sub emulator at $PUBSUB_EMULATOR_HOST" >&2
 
 cargo test --workspace --all-features --locked -- --test-threads "$threads"
-echo "--- end-to-end suite again on PRESENCE=redis STORE=redis RATE_LIMIT=redis ---" >&2
+echo "--- end-to-end suite again on Redis presence, store, rate limits and device tokens ---" >&2
 E2E_BACKENDS=redis cargo test --all-features --locked --test e2e -- --test-threads "$threads"

@@ -7,9 +7,10 @@ use adapters::embedded::{
     EmbeddedBus, EmbeddedDb, EmbeddedDeviceTokenStore, EmbeddedEnvelopeStore, LocalDeliveryChannel,
     LogPushSender, MemoryPresenceStore, MemoryRateLimiter,
 };
+use adapters::pubsub::{PubSubBus, PubSubConfig, PubSubDeliveryChannel};
 use adapters::redis::{
-    RedisConfig, RedisDeliveryChannel, RedisEnvelopeStore, RedisHandle, RedisPresenceStore,
-    RedisRateLimiter,
+    RedisConfig, RedisDeliveryChannel, RedisDeviceTokenStore, RedisEnvelopeStore, RedisHandle,
+    RedisPresenceStore, RedisRateLimiter,
 };
 use anyhow::{Context, bail};
 use pipeline::clock::Clock;
@@ -20,7 +21,8 @@ use pipeline::ports::{
 use tracing::info;
 
 use crate::config::{
-    DeliveryBackend, GlobalArgs, PresenceBackend, RateLimitBackend, ServeArgs, StoreBackend,
+    BusBackend, DeliveryBackend, DeviceTokenBackend, GlobalArgs, PresenceBackend, RateLimitBackend,
+    ServeArgs, StoreBackend,
 };
 
 /// The embedded database file inside `DATA_DIR`.
@@ -40,18 +42,50 @@ pub struct Backends {
 
 /// Rejects combinations that cannot work, before anything starts.
 fn validate(args: &ServeArgs) -> anyhow::Result<()> {
-    if args.delivery == DeliveryBackend::Redis && args.presence != PresenceBackend::Redis {
-        bail!("DELIVERY=redis needs PRESENCE=redis: other instances must see this one's sessions");
+    let delivery = args.delivery_backend();
+    if delivery != DeliveryBackend::Local && args.presence != PresenceBackend::Redis {
+        bail!(
+            "DELIVERY={delivery:?} spans instances and needs PRESENCE=redis: other instances must see this one's sessions"
+        );
+    }
+    let roles = args.role_set();
+    if delivery == DeliveryBackend::Local && roles.processor != roles.delivery {
+        bail!(
+            "DELIVERY=local hands envelopes over inside one process: run processor and delivery together, or use DELIVERY=redis|pubsub"
+        );
+    }
+    if (delivery == DeliveryBackend::Pubsub || args.bus == BusBackend::Pubsub)
+        && args.pubsub_project.is_none()
+    {
+        bail!("Pub/Sub is selected but PUBSUB_PROJECT is not set");
     }
     Ok(())
+}
+
+/// Pub/Sub settings from config.
+fn pubsub_config(args: &ServeArgs) -> PubSubConfig {
+    PubSubConfig {
+        project: args.pubsub_project.clone().unwrap_or_default(),
+        emulator_host: args.pubsub_emulator_host.clone(),
+        ingress_topic: args.pubsub_ingress_topic.clone(),
+        ingress_subscription: args.pubsub_subscription.clone(),
+        dead_letter_topic: args.pubsub_dead_letter_topic.clone(),
+        max_delivery_attempts: 5,
+        max_outstanding_messages: args.pubsub_max_outstanding_messages,
+        max_outstanding_bytes: args.pubsub_max_outstanding_bytes,
+        max_in_flight_publishes: args.pubsub_max_in_flight_publishes,
+        publish_timeout: args.bus_publish_timeout,
+        create_resources: args.create_resources,
+    }
 }
 
 /// Connects to Redis when any backend needs it.
 async fn redis(args: &ServeArgs) -> anyhow::Result<Option<RedisHandle>> {
     let needed = args.presence == PresenceBackend::Redis
         || args.store == StoreBackend::Redis
-        || args.delivery == DeliveryBackend::Redis
-        || args.rate_limit == RateLimitBackend::Redis;
+        || args.delivery_backend() == DeliveryBackend::Redis
+        || args.rate_limit == RateLimitBackend::Redis
+        || args.device_tokens == DeviceTokenBackend::Redis;
     if !needed {
         return Ok(None);
     }
@@ -89,7 +123,14 @@ pub async fn build(
         publish_timeout: args.bus_publish_timeout,
         ..EmbeddedBusConfig::default()
     };
-    let bus: Arc<dyn EnvelopeBus> = Arc::new(EmbeddedBus::open(db.clone(), bus_config).await?);
+    let bus: Arc<dyn EnvelopeBus> = match args.bus {
+        BusBackend::Memory => Arc::new(EmbeddedBus::open(db.clone(), bus_config).await?),
+        BusBackend::Pubsub => Arc::new(
+            PubSubBus::connect(pubsub_config(args), args.role_set().processor)
+                .await
+                .context("connecting to Pub/Sub")?,
+        ),
+    };
 
     let retention = Retention {
         envelopes: args.retention,
@@ -109,9 +150,14 @@ pub async fn build(
         PresenceBackend::Memory => Arc::new(MemoryPresenceStore::new(clock.clone())),
         PresenceBackend::Redis => Arc::new(RedisPresenceStore::new(need_redis()?, clock.clone())),
     };
-    let channel: Arc<dyn DeliveryChannel> = match args.delivery {
+    let channel: Arc<dyn DeliveryChannel> = match args.delivery_backend() {
         DeliveryBackend::Local => Arc::new(LocalDeliveryChannel::new()),
         DeliveryBackend::Redis => Arc::new(RedisDeliveryChannel::new(need_redis()?)),
+        DeliveryBackend::Pubsub => Arc::new(
+            PubSubDeliveryChannel::connect(pubsub_config(args))
+                .await
+                .context("connecting to Pub/Sub for delivery")?,
+        ),
     };
     let (sender_limiter, pair_limiter): (Arc<dyn RateLimiter>, Arc<dyn RateLimiter>) =
         match args.rate_limit {
@@ -140,8 +186,10 @@ pub async fn build(
                 )),
             ),
         };
-    let devices: Arc<dyn DeviceTokenStore> =
-        Arc::new(EmbeddedDeviceTokenStore::new(db, clock).await?);
+    let devices: Arc<dyn DeviceTokenStore> = match args.device_tokens {
+        DeviceTokenBackend::Embedded => Arc::new(EmbeddedDeviceTokenStore::new(db, clock).await?),
+        DeviceTokenBackend::Redis => Arc::new(RedisDeviceTokenStore::new(need_redis()?, clock)),
+    };
     Ok(Backends {
         bus,
         store,

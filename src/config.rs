@@ -78,6 +78,8 @@ pub struct GlobalArgs {
 pub enum BusBackend {
     /// In-process, at-least-once, unacked messages kept in DATA_DIR.
     Memory,
+    /// Google Pub/Sub topic `envelope-ingress` (PUBSUB_PROJECT, PUBSUB_EMULATOR_HOST).
+    Pubsub,
 }
 
 /// The presence backend.
@@ -96,6 +98,8 @@ pub enum DeliveryBackend {
     Local,
     /// Redis pub/sub channel per instance (`<prefix>delivery:<instanceId>`); needs PRESENCE=redis.
     Redis,
+    /// Pub/Sub topic `delivery-<instanceId>` per instance; needs a shared PRESENCE.
+    Pubsub,
 }
 
 /// The envelope store.
@@ -121,6 +125,8 @@ pub enum RateLimitBackend {
 pub enum DeviceTokenBackend {
     /// On-disk database in DATA_DIR.
     Embedded,
+    /// Shared by every instance through REDIS_URL.
+    Redis,
 }
 
 /// How wake-ups are sent.
@@ -130,20 +136,39 @@ pub enum PushBackend {
     Log,
 }
 
-/// Which roles this process runs.
+/// A role this process runs.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Roles {
-    /// HTTP ingest, processor and delivery in one process.
+pub enum Role {
+    /// Every role: api, delivery and processor.
     All,
-    /// HTTP ingest and the pull path only: envelopes wait on the bus for a processor
-    /// (with `BUS=memory`, the next `all` process on the same DATA_DIR routes them).
+    /// HTTP ingest and the pull path (`/send`, `/messages`, `/register-device`).
     Api,
+    /// WebSocket sessions (`/connect`) and this instance's delivery channel.
+    Delivery,
+    /// Consumes the bus and routes envelopes.
+    Processor,
 }
 
-impl Roles {
-    /// Whether this process routes envelopes and holds sessions.
-    pub fn routes(self) -> bool {
-        self == Roles::All
+/// The roles this process runs, resolved from `ROLES`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleSet {
+    /// Runs HTTP ingest.
+    pub api: bool,
+    /// Holds sessions.
+    pub delivery: bool,
+    /// Routes envelopes.
+    pub processor: bool,
+}
+
+impl RoleSet {
+    /// The union of `roles`.
+    pub fn from_roles(roles: &[Role]) -> Self {
+        let has = |r: Role| roles.contains(&Role::All) || roles.contains(&r);
+        Self {
+            api: has(Role::Api),
+            delivery: has(Role::Delivery),
+            processor: has(Role::Processor),
+        }
     }
 }
 
@@ -159,18 +184,59 @@ pub struct ServeArgs {
     /// Listen port, used with HOST when LISTEN is unset.
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
-    /// Roles to run.
-    #[arg(long, env = "ROLES", value_enum, default_value = "all")]
-    pub roles: Roles,
+    /// Roles to run, comma-separated: `all` or any of `api`, `delivery`, `processor`.
+    #[arg(
+        long,
+        env = "ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "all"
+    )]
+    pub roles: Vec<Role>,
     /// Bus backend.
     #[arg(long, env = "BUS", value_enum, default_value = "memory")]
     pub bus: BusBackend,
+    /// Google Cloud project of the Pub/Sub resources (BUS=pubsub, DELIVERY=pubsub).
+    #[arg(long, env = "PUBSUB_PROJECT")]
+    pub pubsub_project: Option<String>,
+    /// Pub/Sub emulator `host:port`; clients then use it with anonymous credentials.
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    pub pubsub_emulator_host: Option<String>,
+    /// Ingress topic.
+    #[arg(long, env = "PUBSUB_INGRESS_TOPIC", default_value = "envelope-ingress")]
+    pub pubsub_ingress_topic: String,
+    /// The processors' subscription on the ingress topic.
+    #[arg(
+        long,
+        env = "PUBSUB_SUBSCRIPTION",
+        default_value = "envelope-ingress-router"
+    )]
+    pub pubsub_subscription: String,
+    /// Dead-letter topic of the ingress subscription.
+    #[arg(
+        long,
+        env = "PUBSUB_DEAD_LETTER_TOPIC",
+        default_value = "envelope-ingress-dead"
+    )]
+    pub pubsub_dead_letter_topic: String,
+    /// Flow control: messages the processor holds at once.
+    #[arg(long, env = "PUBSUB_MAX_OUTSTANDING_MESSAGES", default_value_t = 1000)]
+    pub pubsub_max_outstanding_messages: i64,
+    /// Flow control: bytes the processor holds at once.
+    #[arg(long, env = "PUBSUB_MAX_OUTSTANDING_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub pubsub_max_outstanding_bytes: i64,
+    /// Publishes awaiting confirmation at once (then `/send` waits, then 503).
+    #[arg(long, env = "PUBSUB_MAX_IN_FLIGHT_PUBLISHES", default_value_t = 1000)]
+    pub pubsub_max_in_flight_publishes: usize,
+    /// Create missing topics and subscriptions (dev, emulator). Without it they must exist.
+    #[arg(long, env = "CREATE_RESOURCES")]
+    pub create_resources: bool,
     /// Presence backend.
     #[arg(long, env = "PRESENCE", value_enum, default_value = "memory")]
     pub presence: PresenceBackend,
-    /// Delivery channel between instances.
-    #[arg(long, env = "DELIVERY", value_enum, default_value = "local")]
-    pub delivery: DeliveryBackend,
+    /// Delivery channel between instances (default: `pubsub` with BUS=pubsub, else `local`).
+    #[arg(long, env = "DELIVERY", value_enum)]
+    pub delivery: Option<DeliveryBackend>,
     /// Envelope store backend.
     #[arg(long, env = "STORE", value_enum, default_value = "embedded")]
     pub store: StoreBackend,
@@ -270,6 +336,19 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The roles to run.
+    pub fn role_set(&self) -> RoleSet {
+        RoleSet::from_roles(&self.roles)
+    }
+
+    /// The delivery channel: as configured, else `pubsub` with the Pub/Sub bus, else `local`.
+    pub fn delivery_backend(&self) -> DeliveryBackend {
+        self.delivery.unwrap_or(match self.bus {
+            BusBackend::Pubsub => DeliveryBackend::Pubsub,
+            BusBackend::Memory => DeliveryBackend::Local,
+        })
+    }
+
     /// The address to listen on.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen

@@ -7,6 +7,7 @@ use anyhow::Context;
 use axum::http::HeaderValue;
 use delivery::{ConnectionManager, DeliveryConfig};
 use ingest_http::auth::{AuthConfig, Authenticator};
+use ingest_http::state::ReadyChecks;
 use ingest_http::{AppState, router};
 use pipeline::clock::{Clock, SystemClock, UuidV7Ids};
 use pipeline::health::IngestGate;
@@ -89,10 +90,19 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     );
 
+    let roles = args.role_set();
+    info!(?roles, "roles");
     let shutdown_token = CancellationToken::new();
     let tasks = TaskTracker::new();
-    if args.roles.routes() {
+    if roles.delivery {
         let deliveries = manager.start().await.context("starting delivery")?;
+        tasks.spawn(
+            manager
+                .clone()
+                .run(deliveries, shutdown_token.child_token()),
+        );
+    }
+    if roles.processor {
         let processor = Arc::new(Processor::new(
             ports.store.clone(),
             ports.presence.clone(),
@@ -105,11 +115,6 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             .subscribe()
             .await
             .context("subscribing to the bus")?;
-        tasks.spawn(
-            manager
-                .clone()
-                .run(deliveries, shutdown_token.child_token()),
-        );
         tasks.spawn(processor.run(
             ports.bus.clone(),
             subscription,
@@ -117,7 +122,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             shutdown_token.child_token(),
         ));
     } else {
-        info!(roles = ?args.roles, "not routing: envelopes wait on the bus for a processor");
+        info!("no processor role: envelopes wait on the bus for a processor");
     }
     tasks.spawn(purge_loop(
         ports.store.clone(),
@@ -143,7 +148,12 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         gate,
         ids: Arc::new(UuidV7Ids),
         clock,
-        delivery: args.roles.routes().then(|| manager.clone()),
+        delivery: roles.delivery.then(|| manager.clone()),
+        ingest: roles.api,
+        ready: ReadyChecks {
+            bus: roles.api || roles.processor,
+            presence: roles.delivery || roles.processor,
+        },
         max_body: args.max_body_bytes,
         cors_origins: cors_origins(&args)?,
         metrics: Arc::new(move || metrics.render()),

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::redis::{
-    RedisConfig, RedisEnvelopeStore, RedisHandle, RedisPresenceStore, RedisRateLimiter,
+    RedisConfig, RedisDeviceTokenStore, RedisEnvelopeStore, RedisHandle, RedisPresenceStore,
+    RedisRateLimiter,
 };
 use pipeline::clock::SystemClock;
-use pipeline::ports::{EnvelopeStore, PresenceStore, RateDecision, RateLimiter};
+use pipeline::ports::{DeviceTokenStore, EnvelopeStore, PresenceStore, RateDecision, RateLimiter};
 use pipeline::testkit;
 
 /// A unique key prefix, so suites run in parallel and can clean up after themselves.
@@ -113,5 +114,20 @@ async fn redis_buckets_are_shared_and_refill() {
         RateDecision::Allowed,
         "refilled"
     );
+    cleanup(&prefix).await;
+}
+
+#[tokio::test]
+async fn redis_device_tokens_pass_the_suite() {
+    let prefix = prefix("devices");
+    let redis = connect(&prefix).await;
+    testkit::device_tokens_suite("redis", || {
+        let redis = redis.clone();
+        async move {
+            Arc::new(RedisDeviceTokenStore::new(redis, Arc::new(SystemClock)))
+                as Arc<dyn DeviceTokenStore>
+        }
+    })
+    .await;
     cleanup(&prefix).await;
 }

@@ -38,10 +38,24 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Live sessions (`/connect`); `None` on instances without the delivery role.
     pub delivery: Option<Arc<ConnectionManager>>,
+    /// Whether this instance runs the api role (`/send`); without it `/send` answers 503.
+    pub ingest: bool,
+    /// Which components `/readyz` checks (only those this instance's roles use).
+    pub ready: ReadyChecks,
     /// Largest request body, bytes.
     pub max_body: usize,
     /// Browser origins allowed (CORS and WebSocket `Origin`); empty = no CORS.
     pub cors_origins: Arc<[HeaderValue]>,
     /// The `/metrics` text.
     pub metrics: MetricsRender,
+}
+
+/// The components `/readyz` checks besides the store (which every role uses) and delivery
+/// (checked when this instance holds sessions).
+#[derive(Clone, Copy, Debug)]
+pub struct ReadyChecks {
+    /// The bus (api and processor roles).
+    pub bus: bool,
+    /// Presence (delivery and processor roles).
+    pub presence: bool,
 }

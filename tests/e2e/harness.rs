@@ -86,6 +86,7 @@ pub fn redis_profile(url: &str, prefix: &str) -> Vec<(String, String)> {
         ("PRESENCE", "redis"),
         ("STORE", "redis"),
         ("RATE_LIMIT", "redis"),
+        ("DEVICE_TOKENS", "redis"),
         ("REDIS_URL", url),
         ("REDIS_KEY_PREFIX", &format!("{prefix}:")),
     ]

@@ -50,6 +50,11 @@ impl Keys {
         self.user(user, "d")
     }
 
+    /// Hash of a user's push devices: token fingerprint → JSON.
+    pub fn devices(&self, user: &UserUrn) -> String {
+        self.user(user, "devices")
+    }
+
     /// A user's queue sequence counter.
     pub fn sequence(&self, user: &UserUrn) -> String {
         self.user(user, "seq")

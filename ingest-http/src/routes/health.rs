@@ -23,7 +23,8 @@ fn component(result: Result<(), String>) -> Value {
     }
 }
 
-/// Per-component readiness; 503 when any component is down or the instance is closing.
+/// Readiness of the components this instance's roles use; 503 when any is down or the instance
+/// is closing.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut components = BTreeMap::new();
     components.insert(
