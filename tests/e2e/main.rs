@@ -14,4 +14,5 @@ mod devices_and_wakeups;
 mod durability;
 mod http_api;
 mod http_errors;
+mod pubsub_cluster;
 mod shutdown;
