@@ -7,7 +7,7 @@ use adapters::embedded::{
     EmbeddedBus, EmbeddedDb, EmbeddedDeviceTokenStore, EmbeddedEnvelopeStore, LocalDeliveryChannel,
     LogPushSender, MemoryPresenceStore, MemoryRateLimiter,
 };
-use adapters::pubsub::{PubSubBus, PubSubConfig, PubSubDeliveryChannel};
+use adapters::pubsub::{DeliveryJanitor, PubSubBus, PubSubConfig, PubSubDeliveryChannel};
 use adapters::redis::{
     RedisConfig, RedisDeliveryChannel, RedisDeviceTokenStore, RedisEnvelopeStore, RedisHandle,
     RedisPresenceStore, RedisRateLimiter,
@@ -38,6 +38,8 @@ pub struct Backends {
     pub push: Arc<dyn PushSender>,
     pub sender_limiter: Arc<dyn RateLimiter>,
     pub pair_limiter: Arc<dyn RateLimiter>,
+    /// Deletes delivery topics of dead instances (`DELIVERY=pubsub` with the delivery role).
+    pub janitor: Option<DeliveryJanitor>,
 }
 
 /// Rejects combinations that cannot work, before anything starts.
@@ -190,7 +192,14 @@ pub async fn build(
         DeviceTokenBackend::Embedded => Arc::new(EmbeddedDeviceTokenStore::new(db, clock).await?),
         DeviceTokenBackend::Redis => Arc::new(RedisDeviceTokenStore::new(need_redis()?, clock)),
     };
+    let janitor = match (args.delivery_backend(), &redis) {
+        (DeliveryBackend::Pubsub, Some(redis)) if args.role_set().delivery => Some(
+            DeliveryJanitor::new(pubsub_config(args), presence.clone(), redis.clone()),
+        ),
+        _ => None,
+    };
     Ok(Backends {
+        janitor,
         bus,
         store,
         presence,

@@ -228,6 +228,9 @@ pub struct ServeArgs {
     /// Publishes awaiting confirmation at once (then `/send` waits, then 503).
     #[arg(long, env = "PUBSUB_MAX_IN_FLIGHT_PUBLISHES", default_value_t = 1000)]
     pub pubsub_max_in_flight_publishes: usize,
+    /// How often a delivery instance sweeps delivery topics of dead instances (DELIVERY=pubsub).
+    #[arg(long, env = "JANITOR_INTERVAL", value_parser = duration, default_value = "60s")]
+    pub janitor_interval: Duration,
     /// Create missing topics and subscriptions (dev, emulator). Without it they must exist.
     #[arg(long, env = "CREATE_RESOURCES")]
     pub create_resources: bool,

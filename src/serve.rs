@@ -129,6 +129,9 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         args.purge_interval,
         shutdown_token.child_token(),
     ));
+    if let Some(janitor) = ports.janitor {
+        tasks.spawn(janitor.run(args.janitor_interval, shutdown_token.child_token()));
+    }
     let gate = Arc::new(IngestGate::default());
     tasks.spawn(gate.clone().monitor(
         ports.bus.clone(),

@@ -174,3 +174,94 @@ async fn delivery_topics_live_from_subscribe_to_unsubscribe() {
         Err(DeliveryError::UnknownInstance(_))
     ));
 }
+
+#[tokio::test]
+async fn the_janitor_deletes_delivery_topics_of_dead_instances_only() {
+    use adapters::pubsub::DeliveryJanitor;
+    use adapters::redis::{RedisConfig, RedisPresenceStore};
+    use pipeline::clock::SystemClock;
+    use pipeline::ports::PresenceStore;
+
+    let url = std::env::var("REDIS_URL").expect("REDIS_URL is not set: run ./infra/test.sh");
+    let prefix = format!("{}:", unique("er-janitor"));
+    let redis = RedisConfig {
+        url,
+        key_prefix: prefix.clone(),
+        timeout: Duration::from_secs(2),
+    }
+    .connect()
+    .await
+    .expect("redis");
+    let presence: Arc<dyn PresenceStore> = Arc::new(RedisPresenceStore::new(
+        redis.clone(),
+        Arc::new(SystemClock),
+    ));
+    // Its own project, so other tests' delivery topics are not swept.
+    let mut config = config(100);
+    config.project = unique("janitor-project");
+    let channel = PubSubDeliveryChannel::connect(config.clone())
+        .await
+        .expect("channel");
+    let (live, dead) = (
+        InstanceId::new(&unique("live")),
+        InstanceId::new(&unique("dead")),
+    );
+    presence
+        .instance_alive(&live, Duration::from_secs(60))
+        .await
+        .expect("alive");
+    let _live_rx = channel.subscribe(&live, 4).await.expect("live topic");
+    let _dead_rx = channel.subscribe(&dead, 4).await.expect("dead topic");
+
+    let janitor = DeliveryJanitor::new(config.clone(), presence.clone(), redis.clone());
+    let other = DeliveryJanitor::new(config.clone(), presence, redis);
+    let deleted = janitor
+        .sweep_once(Duration::from_secs(5))
+        .await
+        .expect("sweep")
+        .expect("lock");
+    assert_eq!(deleted, vec![dead.to_string()]);
+    assert!(
+        other
+            .sweep_once(Duration::from_secs(5))
+            .await
+            .expect("sweep")
+            .is_none(),
+        "one janitor at a time"
+    );
+    let topics = config.topic_admin().await.expect("admin");
+    assert!(
+        topics
+            .get_topic()
+            .set_topic(config.topic_path(&format!("delivery-{live}")))
+            .send()
+            .await
+            .is_ok()
+    );
+    assert!(
+        topics
+            .get_topic()
+            .set_topic(config.topic_path(&format!("delivery-{dead}")))
+            .send()
+            .await
+            .is_err()
+    );
+    channel.unsubscribe(&live).await.expect("cleanup");
+    let client = redis::Client::open(std::env::var("REDIS_URL").expect("url")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
+}

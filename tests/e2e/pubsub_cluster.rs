@@ -153,3 +153,27 @@ async fn a_pubsub_cluster_routes_across_instances_and_survives_an_instance_crash
     drop((a, processor, killed_b));
     Ok(())
 }
+
+#[tokio::test]
+async fn missing_pubsub_resources_fail_fast_with_a_clear_message() -> Result<()> {
+    let run = unique("e2e-missing");
+    let mut env: Vec<(String, String)> = shared_settings(&run)?
+        .into_iter()
+        .filter(|(k, _)| k != "CREATE_RESOURCES")
+        .collect();
+    env.push(("ROLES".into(), "all".into()));
+    let started = Server::start_exact(env).await;
+    let Err(err) = started else {
+        bail!("the router started although its topics do not exist");
+    };
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!("projects/{PROJECT}/topics/{run}-ingress")),
+        "{text}"
+    );
+    assert!(
+        text.contains("--create-resources") && text.contains("pubsub.topics.get"),
+        "{text}"
+    );
+    Ok(())
+}

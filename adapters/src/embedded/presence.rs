@@ -121,6 +121,15 @@ impl PresenceStore for MemoryPresenceStore {
         Ok(())
     }
 
+    async fn instance_live(&self, instance: &InstanceId) -> Result<bool, PresenceError> {
+        let now = self.clock.now_ms();
+        Ok(self
+            .state()
+            .instances
+            .get(instance)
+            .is_some_and(|&at| at > now))
+    }
+
     async fn remove_instance(&self, instance: &InstanceId) -> Result<(), PresenceError> {
         let mut state = self.state();
         state.instances.remove(instance);

@@ -7,7 +7,9 @@ pub mod admin;
 pub mod bus;
 pub mod config;
 pub mod delivery_channel;
+pub mod janitor;
 
 pub use bus::PubSubBus;
 pub use config::PubSubConfig;
 pub use delivery_channel::PubSubDeliveryChannel;
+pub use janitor::DeliveryJanitor;

@@ -70,6 +70,11 @@ impl Keys {
         format!("{}instance:{{{}}}:sessions", self.prefix, instance)
     }
 
+    /// The lock one janitor holds while it sweeps.
+    pub fn janitor_lock(&self) -> String {
+        format!("{}janitor-lock", self.prefix)
+    }
+
     /// A token bucket.
     pub fn bucket(&self, key: &str) -> String {
         format!("{}rl:{{{key}}}", self.prefix)

@@ -256,6 +256,14 @@ impl PresenceStore for RedisPresenceStore {
             .map_err(unavailable)
     }
 
+    async fn instance_live(&self, instance: &InstanceId) -> Result<bool, PresenceError> {
+        ::redis::cmd("EXISTS")
+            .arg(self.redis.keys.instance_alive(instance))
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn remove_instance(&self, instance: &InstanceId) -> Result<(), PresenceError> {
         let index = self.redis.keys.instance_sessions(instance);
         let mut conn = self.redis.conn();

@@ -97,6 +97,9 @@ pub trait PresenceStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<(), PresenceError>;
 
+    /// Whether `instance`'s liveness beat is current.
+    async fn instance_live(&self, instance: &InstanceId) -> Result<bool, PresenceError>;
+
     /// Removes `instance`'s liveness and every session it holds (graceful shutdown).
     async fn remove_instance(&self, instance: &InstanceId) -> Result<(), PresenceError>;
 

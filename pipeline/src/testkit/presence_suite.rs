@@ -145,6 +145,10 @@ where
         .await
         .expect("register");
     presence.remove_instance(&two).await.expect("remove");
+    assert!(
+        !presence.instance_live(&two).await.expect("live"),
+        "removed instance is not live"
+    );
     let dave_left = presence.sessions(&dave).await.expect("sessions");
     assert_eq!(dave_left.len(), 1);
     assert_eq!(dave_left[0].instance, one);
