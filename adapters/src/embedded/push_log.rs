@@ -1,9 +1,9 @@
 //! The log push sender (`PUSH=log`): one log line per wake-up, for development.
 
 use async_trait::async_trait;
-use pipeline::DeviceRegistration;
 use pipeline::error::PushError;
 use pipeline::ports::push::{PushOutcome, PushSender};
+use pipeline::{DeviceRegistration, Platform};
 use tracing::info;
 
 /// Logs wake-ups instead of sending them. Logs the token's fingerprint, never the token.
@@ -12,7 +12,7 @@ pub struct LogPushSender;
 
 #[async_trait]
 impl PushSender for LogPushSender {
-    fn provider(&self) -> &'static str {
+    fn provider(&self, _platform: Platform) -> &'static str {
         "log"
     }
 

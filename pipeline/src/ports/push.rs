@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::device::DeviceRegistration;
+use crate::device::{DeviceRegistration, Platform};
 use crate::error::PushError;
 
 /// What the provider said of one wake-up.
@@ -17,8 +17,8 @@ pub enum PushOutcome {
 /// Sends one content-free wake-up to one device: no ciphertext, no sender, nothing identifying.
 #[async_trait]
 pub trait PushSender: Send + Sync + 'static {
-    /// The provider's name for logs and metrics (`log`, `fcm`, `apns`).
-    fn provider(&self) -> &'static str;
+    /// The provider that serves `platform`, for logs and metrics (`log`, `fcm`, `apns`).
+    fn provider(&self, platform: Platform) -> &'static str;
 
     /// Wakes `device`.
     async fn wake(&self, device: &DeviceRegistration) -> Result<PushOutcome, PushError>;

@@ -98,12 +98,11 @@ impl Wakeups {
     /// hint: the envelope is already stored).
     pub async fn wake(&self, user: &UserUrn, reason: WakeReason) -> WakeReport {
         let mut report = WakeReport::default();
-        let provider = self.push.provider();
         let devices = match self.tokens.devices(user).await {
             Ok(devices) => devices,
             Err(err) => {
                 warn!(recipient = %user, cause = %err, "wake-up skipped: device tokens unavailable");
-                metrics::counter!("envelope_router_push_wakeups_total", "provider" => provider, "outcome" => "tokens_unavailable").increment(1);
+                metrics::counter!("envelope_router_push_wakeups_total", "provider" => "none", "outcome" => "tokens_unavailable").increment(1);
                 return report;
             }
         };
@@ -111,6 +110,7 @@ impl Wakeups {
             debug!(recipient = %user, reason = reason.as_str(), "no registered device to wake");
         }
         for device in devices {
+            let provider = self.push.provider(device.platform);
             let started = self.clock.now_ms();
             if !self.claim(&device.token.fingerprint(), started) {
                 report.coalesced += 1;

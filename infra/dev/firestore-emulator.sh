@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Starts and stops Google's Firestore emulator (native mode) for tests and local clusters.
+#   infra/dev/firestore-emulator.sh start <dir>   → prints host:port; process group in <dir>
+#   infra/dev/firestore-emulator.sh stop <dir>
+# The emulator runs in its own process group, so stopping it also stops its JVM.
+set -euo pipefail
+
+find_emulator() {
+  if [ -n "${FIRESTORE_EMULATOR_BIN:-}" ]; then echo "$FIRESTORE_EMULATOR_BIN"; return; fi
+  for candidate in \
+    /usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator \
+    "$(command -v gcloud >/dev/null 2>&1 && dirname "$(readlink -f "$(command -v gcloud)")")/../platform/cloud-firestore-emulator/cloud_firestore_emulator"; do
+    if [ -x "$candidate" ]; then echo "$candidate"; return; fi
+  done
+  echo "the Firestore emulator is not installed: apt-get install google-cloud-cli-firestore-emulator (or gcloud components install cloud-firestore-emulator); it needs java" >&2
+  exit 1
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+case "${1:-}" in
+  start)
+    dir=${2:?usage: firestore-emulator.sh start <dir>}
+    emulator=$(find_emulator)
+    command -v java >/dev/null 2>&1 || { echo "the Firestore emulator needs java (apt-get install default-jre-headless)" >&2; exit 1; }
+    mkdir -p "$dir"
+    port=$(free_port)
+    setsid "$emulator" start --host=127.0.0.1 --port="$port" --database-mode=firestore-native >"$dir/firestore.log" 2>&1 < /dev/null &
+    echo $! > "$dir/firestore.pgid"
+    for _ in $(seq 1 300); do
+      if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
+        echo "127.0.0.1:$port"
+        exit 0
+      fi
+      sleep 0.1
+    done
+    echo "the Firestore emulator did not start; log:" >&2; cat "$dir/firestore.log" >&2
+    kill -- -"$(cat "$dir/firestore.pgid")" 2>/dev/null || true
+    exit 1
+    ;;
+  stop)
+    dir=${2:?usage: firestore-emulator.sh stop <dir>}
+    if [ -f "$dir/firestore.pgid" ]; then kill -- -"$(cat "$dir/firestore.pgid")" 2>/dev/null || true; fi
+    rm -rf "$dir"
+    ;;
+  *) echo "usage: firestore-emulator.sh start|stop <dir>" >&2; exit 2 ;;
+esac
