@@ -7,7 +7,11 @@ use adapters::embedded::{
     EmbeddedBus, EmbeddedDb, EmbeddedDeviceTokenStore, EmbeddedEnvelopeStore, LocalDeliveryChannel,
     LogPushSender, MemoryPresenceStore, MemoryRateLimiter,
 };
+use adapters::firestore::{FirestoreConfig, FirestoreDeviceTokenStore};
 use adapters::pubsub::{DeliveryJanitor, PubSubBus, PubSubConfig, PubSubDeliveryChannel};
+use adapters::push::apns::{self, ApnsPushType};
+use adapters::push::retry::RetryPolicy;
+use adapters::push::{ApnsConfig, ApnsPushSender, FcmConfig, FcmPushSender, PlatformPushRouter};
 use adapters::redis::{
     RedisConfig, RedisDeliveryChannel, RedisDeviceTokenStore, RedisEnvelopeStore, RedisHandle,
     RedisPresenceStore, RedisRateLimiter,
@@ -21,8 +25,8 @@ use pipeline::ports::{
 use tracing::info;
 
 use crate::config::{
-    BusBackend, DeliveryBackend, DeviceTokenBackend, GlobalArgs, PresenceBackend, RateLimitBackend,
-    ServeArgs, StoreBackend,
+    ApnsEnvironment, ApnsPushKind, BusBackend, DeliveryBackend, DeviceTokenBackend, GlobalArgs,
+    PresenceBackend, PushBackend, RateLimitBackend, ServeArgs, StoreBackend,
 };
 
 /// The embedded database file inside `DATA_DIR`.
@@ -107,6 +111,66 @@ async fn redis(args: &ServeArgs) -> anyhow::Result<Option<RedisHandle>> {
     Ok(Some(handle))
 }
 
+/// The push sender: FCM and/or APNs as configured, the log for platforms without one.
+fn push_sender(args: &ServeArgs) -> anyhow::Result<Arc<dyn PushSender>> {
+    let log: Arc<dyn PushSender> = Arc::new(LogPushSender);
+    let retry = RetryPolicy {
+        attempts: args.push_attempts.max(1),
+        ..RetryPolicy::default()
+    };
+    let fcm: Arc<dyn PushSender> = if args.push.contains(&PushBackend::Fcm) {
+        Arc::new(FcmPushSender::new(FcmConfig {
+            project_id: args
+                .fcm_project_id
+                .clone()
+                .context("PUSH=fcm needs FCM_PROJECT_ID")?,
+            base_url: args.fcm_base_url.clone(),
+            credentials_file: args.fcm_credentials_file.clone(),
+            collapse_key: "wake".into(),
+            ttl: args.push_ttl,
+            concurrency: args.push_concurrency,
+            retry,
+        })?)
+    } else {
+        log.clone()
+    };
+    let apns: Arc<dyn PushSender> = if args.push.contains(&PushBackend::Apns) {
+        let required = |value: &Option<String>, name: &str| {
+            value
+                .clone()
+                .with_context(|| format!("PUSH=apns needs {name}"))
+        };
+        Arc::new(ApnsPushSender::new(ApnsConfig {
+            base_url: args.apns_base_url.clone().unwrap_or_else(|| {
+                match args.apns_environment {
+                    ApnsEnvironment::Production => apns::PRODUCTION,
+                    ApnsEnvironment::Sandbox => apns::SANDBOX,
+                }
+                .to_owned()
+            }),
+            key_file: args
+                .apns_key_file
+                .clone()
+                .context("PUSH=apns needs APNS_KEY_FILE")?,
+            key_id: required(&args.apns_key_id, "APNS_KEY_ID")?,
+            team_id: required(&args.apns_team_id, "APNS_TEAM_ID")?,
+            topic: required(&args.apns_topic, "APNS_TOPIC")?,
+            push_type: match args.apns_push_type {
+                ApnsPushKind::Background => ApnsPushType::Background,
+                ApnsPushKind::Alert => ApnsPushType::Alert,
+            },
+            alert_text: args.apns_alert_text.clone(),
+            ttl: args.push_ttl,
+            ca_file: args.apns_ca_file.clone(),
+            concurrency: args.push_concurrency,
+            retry,
+        })?)
+    } else {
+        log
+    };
+    Ok(Arc::new(PlatformPushRouter::new(fcm, apns)))
+}
+
 /// Builds every port for `args`.
 pub async fn build(
     global: &GlobalArgs,
@@ -189,8 +253,28 @@ pub async fn build(
             ),
         };
     let devices: Arc<dyn DeviceTokenStore> = match args.device_tokens {
-        DeviceTokenBackend::Embedded => Arc::new(EmbeddedDeviceTokenStore::new(db, clock).await?),
-        DeviceTokenBackend::Redis => Arc::new(RedisDeviceTokenStore::new(need_redis()?, clock)),
+        DeviceTokenBackend::Embedded => {
+            Arc::new(EmbeddedDeviceTokenStore::new(db, clock.clone()).await?)
+        }
+        DeviceTokenBackend::Redis => {
+            Arc::new(RedisDeviceTokenStore::new(need_redis()?, clock.clone()))
+        }
+        DeviceTokenBackend::Firestore => Arc::new(
+            FirestoreDeviceTokenStore::connect(
+                FirestoreConfig {
+                    project: args
+                        .firestore_project
+                        .clone()
+                        .context("DEVICE_TOKENS=firestore needs FIRESTORE_PROJECT")?,
+                    database: args.firestore_database.clone(),
+                    cache_ttl: args.device_cache_ttl,
+                    cache_size: args.device_cache_size,
+                },
+                clock.clone(),
+            )
+            .await
+            .context("connecting to Firestore")?,
+        ),
     };
     let janitor = match (args.delivery_backend(), &redis) {
         (DeliveryBackend::Pubsub, Some(redis)) if args.role_set().delivery => Some(
@@ -205,7 +289,7 @@ pub async fn build(
         presence,
         channel,
         devices,
-        push: Arc::new(LogPushSender),
+        push: push_sender(args)?,
         sender_limiter,
         pair_limiter,
     })

@@ -127,6 +127,8 @@ pub enum DeviceTokenBackend {
     Embedded,
     /// Shared by every instance through REDIS_URL.
     Redis,
+    /// Firestore `devices/{userUrn}/tokens/{sha256(token)}` (FIRESTORE_PROJECT).
+    Firestore,
 }
 
 /// How wake-ups are sent.
@@ -134,6 +136,28 @@ pub enum DeviceTokenBackend {
 pub enum PushBackend {
     /// One log line per wake-up.
     Log,
+    /// Firebase Cloud Messaging HTTP v1 for `fcm` devices.
+    Fcm,
+    /// Apple Push Notification service for `apns` devices.
+    Apns,
+}
+
+/// APNs environment.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApnsEnvironment {
+    /// api.push.apple.com
+    Production,
+    /// api.sandbox.push.apple.com
+    Sandbox,
+}
+
+/// APNs push type.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApnsPushKind {
+    /// Silent background push (content-available).
+    Background,
+    /// A visible, content-free alert.
+    Alert,
 }
 
 /// A role this process runs.
@@ -246,9 +270,81 @@ pub struct ServeArgs {
     /// Device-token store backend.
     #[arg(long, env = "DEVICE_TOKENS", value_enum, default_value = "embedded")]
     pub device_tokens: DeviceTokenBackend,
-    /// Push sender.
-    #[arg(long, env = "PUSH", value_enum, default_value = "log")]
-    pub push: PushBackend,
+    /// Push senders, comma-separated (`fcm,apns`); a platform without one is logged.
+    #[arg(
+        long,
+        env = "PUSH",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "log"
+    )]
+    pub push: Vec<PushBackend>,
+    /// Firestore project of the device tokens (DEVICE_TOKENS=firestore).
+    #[arg(long, env = "FIRESTORE_PROJECT")]
+    pub firestore_project: Option<String>,
+    /// Firestore database id.
+    #[arg(long, env = "FIRESTORE_DATABASE", default_value = "(default)")]
+    pub firestore_database: String,
+    /// How long a user's device list is cached in this instance.
+    #[arg(long, env = "DEVICE_CACHE_TTL", value_parser = duration, default_value = "10s")]
+    pub device_cache_ttl: Duration,
+    /// Users whose device lists are cached at most.
+    #[arg(long, env = "DEVICE_CACHE_SIZE", default_value_t = 10_000)]
+    pub device_cache_size: usize,
+    /// How long FCM/APNs keep an undelivered wake-up.
+    #[arg(long, env = "PUSH_TTL", value_parser = duration, default_value = "1h")]
+    pub push_ttl: Duration,
+    /// Push requests in flight at once, per provider.
+    #[arg(long, env = "PUSH_CONCURRENCY", default_value_t = 64)]
+    pub push_concurrency: usize,
+    /// Attempts per wake-up (429 and 5xx are retried, honouring Retry-After).
+    #[arg(long, env = "PUSH_ATTEMPTS", default_value_t = 3)]
+    pub push_attempts: u32,
+    /// Firebase project id for FCM.
+    #[arg(long, env = "FCM_PROJECT_ID")]
+    pub fcm_project_id: Option<String>,
+    /// Service-account key JSON for FCM; unset uses Application Default Credentials.
+    #[arg(long, env = "FCM_CREDENTIALS_FILE")]
+    pub fcm_credentials_file: Option<PathBuf>,
+    /// FCM API base URL.
+    #[arg(
+        long,
+        env = "FCM_BASE_URL",
+        default_value = "https://fcm.googleapis.com"
+    )]
+    pub fcm_base_url: String,
+    /// APNs `.p8` signing key file.
+    #[arg(long, env = "APNS_KEY_FILE")]
+    pub apns_key_file: Option<PathBuf>,
+    /// APNs key id.
+    #[arg(long, env = "APNS_KEY_ID")]
+    pub apns_key_id: Option<String>,
+    /// Apple developer team id.
+    #[arg(long, env = "APNS_TEAM_ID")]
+    pub apns_team_id: Option<String>,
+    /// The app's bundle id (`apns-topic`).
+    #[arg(long, env = "APNS_TOPIC")]
+    pub apns_topic: Option<String>,
+    /// APNs environment.
+    #[arg(
+        long,
+        env = "APNS_ENVIRONMENT",
+        value_enum,
+        default_value = "production"
+    )]
+    pub apns_environment: ApnsEnvironment,
+    /// APNs base URL; overrides APNS_ENVIRONMENT (tests point it at a fake).
+    #[arg(long, env = "APNS_BASE_URL")]
+    pub apns_base_url: Option<String>,
+    /// APNs push type.
+    #[arg(long, env = "APNS_PUSH_TYPE", value_enum, default_value = "background")]
+    pub apns_push_type: ApnsPushKind,
+    /// The generic alert text of APNS_PUSH_TYPE=alert (never content).
+    #[arg(long, env = "APNS_ALERT_TEXT", default_value = "New message")]
+    pub apns_alert_text: String,
+    /// Extra CA certificate (PEM) trusted for APNs, e.g. a test fake's.
+    #[arg(long, env = "APNS_CA_FILE")]
+    pub apns_ca_file: Option<PathBuf>,
     /// Where token buckets live.
     #[arg(long, env = "RATE_LIMIT", value_enum, default_value = "memory")]
     pub rate_limit: RateLimitBackend,

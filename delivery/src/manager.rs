@@ -246,7 +246,7 @@ impl ConnectionManager {
             match self.store.contains(&user, &id).await {
                 Ok(true) => {
                     info!(recipient = %user, message_id = %id, "envelope unacked past the ack timeout; waking recipient");
-                    self.wakeups.wake(&user, WakeReason::Unacked).await;
+                    self.wakeups.wake_in_background(&user, WakeReason::Unacked);
                     woken.push(user);
                 }
                 Ok(false) => {}
@@ -362,8 +362,7 @@ impl ConnectionManager {
             Ok(depth) => {
                 info!(recipient = %handle.user, depth, "last session closed with envelopes queued; waking recipient");
                 self.wakeups
-                    .wake(&handle.user, WakeReason::Disconnected)
-                    .await;
+                    .wake_in_background(&handle.user, WakeReason::Disconnected);
             }
             Err(err) => warn!(cause = %err, "queue depth check failed"),
         }

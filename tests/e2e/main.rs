@@ -15,4 +15,5 @@ mod durability;
 mod http_api;
 mod http_errors;
 mod pubsub_cluster;
+mod push;
 mod shutdown;

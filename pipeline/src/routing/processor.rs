@@ -141,8 +141,7 @@ impl Processor {
         metrics::counter!("envelope_router_envelopes_total", "stage" => "processor", "outcome" => "offline").increment(1);
         if !envelope.ephemeral {
             self.wakeups
-                .wake(&envelope.recipient, WakeReason::Offline)
-                .await;
+                .wake_in_background(&envelope.recipient, WakeReason::Offline);
         }
         Ok(Routed::Offline)
     }

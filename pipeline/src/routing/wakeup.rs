@@ -14,6 +14,10 @@ use crate::urn::UserUrn;
 /// Most devices whose last wake-up time is remembered before old entries are pruned.
 const MAX_REMEMBERED_DEVICES: usize = 100_000;
 
+/// Wake-ups running in the background at once; past it new ones are skipped (and counted):
+/// a provider outage must not pile up work or slow routing.
+const MAX_BACKGROUND_WAKEUPS: usize = 1024;
+
 /// Why a recipient is being woken (a metrics label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WakeReason {
@@ -56,6 +60,7 @@ pub struct Wakeups {
     clock: Arc<dyn Clock>,
     window_ms: u64,
     last_woken: Mutex<HashMap<String, u64>>,
+    background: Arc<tokio::sync::Semaphore>,
 }
 
 impl Wakeups {
@@ -72,7 +77,25 @@ impl Wakeups {
             clock,
             window_ms: window.as_millis() as u64,
             last_woken: Mutex::new(HashMap::new()),
+            background: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_WAKEUPS)),
         }
+    }
+
+    /// Starts a wake-up of `user` in the background and returns at once, so routing never waits
+    /// on a push provider (the envelope is already stored; a wake-up is a hint). When too many
+    /// wake-ups are already running, this one is skipped and counted.
+    pub fn wake_in_background(self: &Arc<Self>, user: &UserUrn, reason: WakeReason) {
+        let Ok(permit) = self.background.clone().try_acquire_owned() else {
+            warn!(recipient = %user, "too many wake-ups in flight; skipping one");
+            metrics::counter!("envelope_router_push_wakeups_total", "provider" => "none", "outcome" => "skipped_overload").increment(1);
+            return;
+        };
+        let wakeups = self.clone();
+        let user = user.clone();
+        tokio::spawn(async move {
+            wakeups.wake(&user, reason).await;
+            drop(permit);
+        });
     }
 
     /// Claims `device` for a wake-up now, unless it was woken within the window.
