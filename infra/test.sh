@@ -3,9 +3,9 @@
 # unit and property tests, the port behaviour suites against every backend, and the end-to-end
 # tests against the real binary: once on the embedded backends, once on Redis.
 #
-# Starts the services the tests need — a throwaway redis-server and Google's Pub/Sub and
-# Firestore emulators, each on a free port, unless REDIS_URL / PUBSUB_EMULATOR_HOST /
-# FIRESTORE_EMULATOR_HOST point at running ones — and stops them afterwards.
+# Starts the services the tests need — a throwaway redis-server and mosquitto, and Google's
+# Pub/Sub and Firestore emulators, each on a free port, unless REDIS_URL / MQTT_BROKER_URL /
+# PUBSUB_EMULATOR_HOST / FIRESTORE_EMULATOR_HOST point at running ones — and stops them afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,7 @@ cleanup() {
   ./infra/dev/redis.sh stop "$services/redis" || true
   ./infra/dev/pubsub-emulator.sh stop "$services/pubsub" || true
   ./infra/dev/firestore-emulator.sh stop "$services/firestore" || true
+  ./infra/dev/mosquitto.sh stop "$services/mosquitto" || true
   rm -rf "$services"
 }
 trap cleanup EXIT
@@ -34,10 +35,17 @@ if [ -z "${FIRESTORE_EMULATOR_HOST:-}" ]; then
   FIRESTORE_EMULATOR_HOST=$(./infra/dev/firestore-emulator.sh start "$services/firestore")
 fi
 export FIRESTORE_EMULATOR_HOST
+if [ -z "${MQTT_BROKER_URL:-}" ]; then
+  MQTT_BROKER_URL=$(./infra/dev/mosquitto.sh start "$services/mosquitto")
+fi
+export MQTT_BROKER_URL
+# Tests that restart their own broker find the binary here.
+MOSQUITTO_BIN="${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
+export MOSQUITTO_BIN
 # Tests that stop and restart their own Redis find the server binary here.
 REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
 export REDIS_SERVER_BIN
-echo "tests use Redis at $REDIS_URL, the Pub/Sub emulator at $PUBSUB_EMULATOR_HOST and the Firestore emulator at $FIRESTORE_EMULATOR_HOST" >&2
+echo "tests use Redis at $REDIS_URL, Mosquitto at $MQTT_BROKER_URL, the Pub/Sub emulator at $PUBSUB_EMULATOR_HOST and the Firestore emulator at $FIRESTORE_EMULATOR_HOST" >&2
 
 cargo test --workspace --all-features --locked -- --test-threads "$threads"
 echo "--- end-to-end suite again on Redis presence, store, rate limits and device tokens ---" >&2

@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the router (all roles in one process by default).
     Serve(Box<ServeArgs>),
+    /// Run only the MQTT ingestor (a sidecar): `serve` with `ROLES=ingest-mqtt`.
+    IngestMqtt(Box<ServeArgs>),
     /// Print a development token (HS256, signed with JWT_SECRET or the dev secret in DATA_DIR).
     Token(TokenArgs),
 }
@@ -171,6 +173,8 @@ pub enum Role {
     Delivery,
     /// Consumes the bus and routes envelopes.
     Processor,
+    /// Ingests envelopes from the MQTT broker (MQTT_URL); part of `all` when MQTT_URL is set.
+    IngestMqtt,
 }
 
 /// The roles this process runs, resolved from `ROLES`.
@@ -182,16 +186,20 @@ pub struct RoleSet {
     pub delivery: bool,
     /// Routes envelopes.
     pub processor: bool,
+    /// Ingests from MQTT.
+    pub mqtt: bool,
 }
 
 impl RoleSet {
-    /// The union of `roles`.
-    pub fn from_roles(roles: &[Role]) -> Self {
+    /// The union of `roles`; `all` includes MQTT ingest when a broker is configured.
+    pub fn from_roles(roles: &[Role], mqtt_configured: bool) -> Self {
         let has = |r: Role| roles.contains(&Role::All) || roles.contains(&r);
         Self {
             api: has(Role::Api),
             delivery: has(Role::Delivery),
             processor: has(Role::Processor),
+            mqtt: roles.contains(&Role::IngestMqtt)
+                || (roles.contains(&Role::All) && mqtt_configured),
         }
     }
 }
@@ -345,6 +353,25 @@ pub struct ServeArgs {
     /// Extra CA certificate (PEM) trusted for APNs, e.g. a test fake's.
     #[arg(long, env = "APNS_CA_FILE")]
     pub apns_ca_file: Option<PathBuf>,
+    /// MQTT broker of the IoT ingestor: `mqtt://[user[:password]@]host[:port]` or `mqtts://`.
+    #[arg(long, env = "MQTT_URL", hide_env_values = true)]
+    pub mqtt_url: Option<String>,
+    /// MQTT username (overrides the URL's).
+    #[arg(long, env = "MQTT_USERNAME")]
+    pub mqtt_username: Option<String>,
+    /// MQTT password (overrides the URL's).
+    #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// MQTT client id (default `envelope-router-<instanceId>`); keep it stable per sidecar so its
+    /// persistent session survives restarts.
+    #[arg(long, env = "MQTT_CLIENT_ID")]
+    pub mqtt_client_id: Option<String>,
+    /// Shared-subscription group: ingestors of one group split the load.
+    #[arg(long, env = "MQTT_SHARE_GROUP", default_value = "envelope-router")]
+    pub mqtt_share_group: String,
+    /// Topic devices publish envelopes to.
+    #[arg(long, env = "MQTT_INGEST_TOPIC", default_value = "envelopes/send")]
+    pub mqtt_ingest_topic: String,
     /// Where token buckets live.
     #[arg(long, env = "RATE_LIMIT", value_enum, default_value = "memory")]
     pub rate_limit: RateLimitBackend,
@@ -437,7 +464,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The roles to run.
     pub fn role_set(&self) -> RoleSet {
-        RoleSet::from_roles(&self.roles)
+        RoleSet::from_roles(&self.roles, self.mqtt_url.is_some())
     }
 
     /// The delivery channel: as configured, else `pubsub` with the Pub/Sub bus, else `local`.

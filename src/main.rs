@@ -39,6 +39,10 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(cli.global, *args).await,
+            Command::IngestMqtt(mut args) => {
+                args.roles = vec![config::Role::IngestMqtt];
+                serve::run(cli.global, *args).await
+            }
             Command::Token(args) => token::run(&cli.global, &args),
         }
     });

@@ -9,6 +9,9 @@ use delivery::{ConnectionManager, DeliveryConfig};
 use ingest_http::auth::{AuthConfig, Authenticator};
 use ingest_http::state::ReadyChecks;
 use ingest_http::{AppState, router};
+use ingest_mqtt::MqttConfig;
+use ingest_mqtt::MqttIngestor;
+use ingest_mqtt::rumqttc_transport::RumqttcTransport;
 use pipeline::clock::{Clock, SystemClock, UuidV7Ids};
 use pipeline::health::IngestGate;
 use pipeline::ports::EnvelopeStore;
@@ -131,6 +134,44 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     ));
     if let Some(janitor) = ports.janitor {
         tasks.spawn(janitor.run(args.janitor_interval, shutdown_token.child_token()));
+    }
+    if roles.mqtt {
+        let url = args
+            .mqtt_url
+            .as_deref()
+            .context("the ingest-mqtt role needs MQTT_URL")?;
+        let client_id = args
+            .mqtt_client_id
+            .clone()
+            .unwrap_or_else(|| format!("envelope-router-{instance}"));
+        let mut config = MqttConfig::from_url(
+            url,
+            &client_id,
+            &args.mqtt_share_group,
+            &args.mqtt_ingest_topic,
+        )
+        .map_err(anyhow::Error::msg)?;
+        if args.mqtt_username.is_some() {
+            config.username = args.mqtt_username.clone();
+        }
+        if args.mqtt_password.is_some() {
+            config.password = args.mqtt_password.clone();
+        }
+        info!(host = %config.host, port = config.port, topic = %config.shared_subscription(), "mqtt ingest");
+        let transport = Arc::new(RumqttcTransport::start(
+            &config,
+            shutdown_token.child_token(),
+        ));
+        let ingestor = Arc::new(MqttIngestor {
+            bus: ports.bus.clone(),
+            auth: auth.clone(),
+            sender_limiter: ports.sender_limiter.clone(),
+            pair_limiter: ports.pair_limiter.clone(),
+            ids: Arc::new(UuidV7Ids),
+            clock: clock.clone(),
+            max_body: args.max_body_bytes,
+        });
+        tasks.spawn(ingestor.run(transport, shutdown_token.child_token()));
     }
     let gate = Arc::new(IngestGate::default());
     tasks.spawn(gate.clone().monitor(

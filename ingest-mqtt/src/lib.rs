@@ -1,9 +1,20 @@
-//! MQTT ingestor of envelope-router — **a placeholder crate**.
+//! MQTT ingestor of envelope-router: IoT devices publish SecureEnvelopes to the broker; the
+//! router, a client of that broker, validates them and publishes them to the bus.
 //!
-//! Nothing here runs yet: the MQTT issue (ingest sidecar for IoT devices, delivery to
-//! MQTT-connected clients) fills it. Until then the workspace keeps the crate so the layout, the
-//! binary's wiring and the docs already have their place.
+//! # Layout
+//! * [`config`]: broker URL, client id, shared-subscription group, topics.
+//! * [`transport`]: [`MqttTransport`], the small trait the ingestor needs from an MQTT client.
+//! * [`rumqttc_transport`]: its implementation on `rumqttc` (v5), replaceable by a fork.
+//! * [`ingestor`]: per message: authenticate, validate, publish to the bus, then PUBACK.
+//!
+//! Delivery *to* MQTT-connected clients (`clients/<urn>/receive`) is not built yet.
 #![warn(missing_docs)]
 
-/// Whether this build has a working MQTT ingestor (`false` until the MQTT issue lands).
-pub const AVAILABLE: bool = false;
+pub mod config;
+pub mod ingestor;
+pub mod rumqttc_transport;
+pub mod transport;
+
+pub use config::MqttConfig;
+pub use ingestor::MqttIngestor;
+pub use transport::{InboundMessage, MqttTransport};

@@ -1,0 +1,387 @@
+//! IoT devices publishing envelopes over MQTT, against a real Mosquitto broker.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use reqwest::Method;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::harness::{
+    CIPHERTEXT_B64, SECRET, Server, envelope, redis_profile, redis_url, token, unique, user,
+};
+
+fn broker_url() -> Result<String> {
+    std::env::var("MQTT_BROKER_URL")
+        .context("MQTT_BROKER_URL is not set: run ./infra/test.sh, which starts mosquitto")
+}
+
+fn port_of(url: &str) -> Result<u16> {
+    url.rsplit(':')
+        .next()
+        .context("port")?
+        .trim_end_matches('/')
+        .parse()
+        .context("port")
+}
+
+/// A device: an MQTT v5 client that publishes and collects replies on its response topic.
+struct Device {
+    client: AsyncClient,
+    replies: mpsc::Receiver<Value>,
+    reply_topic: String,
+}
+
+impl Device {
+    async fn connect(port: u16) -> Result<Self> {
+        let id = unique("device-");
+        let mut options = MqttOptions::new(id.clone(), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(10));
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let reply_topic = format!("replies/{id}");
+        let (sender, replies) = mpsc::channel(64);
+        let (ready_tx, mut ready_rx) = mpsc::channel(1);
+        let subscriber = client.clone();
+        let topic = reply_topic.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = subscriber.try_subscribe(topic.clone(), QoS::AtMostOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.try_send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(value) = serde_json::from_slice(&p.payload) {
+                            let _ = sender.send(value).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+            .await
+            .context("device connect")?;
+        Ok(Self {
+            client,
+            replies,
+            reply_topic,
+        })
+    }
+
+    /// Publishes QoS 1 with the JWT as the `authorization` user property (MQTT v5).
+    async fn send(&self, topic: &str, bearer: Option<&str>, payload: Vec<u8>) -> Result<()> {
+        let mut properties = PublishProperties {
+            response_topic: Some(self.reply_topic.clone()),
+            correlation_data: Some(Bytes::from_static(b"corr-1")),
+            ..PublishProperties::default()
+        };
+        if let Some(bearer) = bearer {
+            properties
+                .user_properties
+                .push(("authorization".into(), format!("Bearer {bearer}")));
+        }
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties)
+            .await?;
+        Ok(())
+    }
+
+    async fn reply(&mut self) -> Result<Value> {
+        tokio::time::timeout(Duration::from_secs(10), self.replies.recv())
+            .await
+            .context("no reply on the response topic")?
+            .context("closed")
+    }
+}
+
+/// A router ingesting `topic` from the broker at `url`.
+async fn router(url: &str, topic: &str, extra: &[(&str, &str)]) -> Result<Server> {
+    let group = unique("group-");
+    let mut env = vec![
+        ("MQTT_URL", url),
+        ("MQTT_INGEST_TOPIC", topic),
+        ("MQTT_SHARE_GROUP", group.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&env).await
+}
+
+#[tokio::test]
+async fn a_device_publishes_and_a_websocket_user_receives() -> Result<()> {
+    let url = broker_url()?;
+    let topic = format!("e2e/{}/send", unique("t"));
+    let server = router(&url, &topic, &[]).await?;
+    let (sensor, bob) = (user("sensor"), user("bob"));
+    let mut session = server.connect(&token(&bob)).await?;
+    let mut device = Device::connect(port_of(&url)?).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut body = envelope(&bob);
+    body["senderId"] = json!(sensor);
+    device
+        .send(&topic, Some(&token(&sensor)), body.to_string().into_bytes())
+        .await?;
+    let (id, received) = session.envelope().await?;
+    assert_eq!(received["senderId"], sensor.as_str());
+    assert_eq!(received["encryptedData"], CIPHERTEXT_B64);
+    assert_eq!(
+        device.reply().await?,
+        json!({"messageId": id}),
+        "accepted: the reply names the id"
+    );
+
+    // MQTT 3.1.1 devices put the token in the payload.
+    let wrapped = json!({"token": token(&sensor), "envelope": envelope(&bob)});
+    device
+        .send(&topic, None, wrapped.to_string().into_bytes())
+        .await?;
+    let (second, _) = session.envelope().await?;
+    assert_ne!(second, id);
+    server.assert_not_logged(&[CIPHERTEXT_B64, &token(&sensor)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_mqtt_messages_are_acknowledged_counted_and_answered() -> Result<()> {
+    let url = broker_url()?;
+    let topic = format!("e2e/{}/send", unique("t"));
+    let server = router(&url, &topic, &[("MAX_BODY_BYTES", "2048")]).await?;
+    let (sensor, bob) = (user("sensor"), user("bob"));
+    let mut device = Device::connect(port_of(&url)?).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let good = envelope(&bob).to_string().into_bytes();
+    let mut forged = envelope(&bob);
+    forged["senderId"] = json!(user("someone-else"));
+    let cases: Vec<(Option<String>, Vec<u8>, &str)> = vec![
+        (Some("not-a-jwt".into()), good.clone(), "invalid token"),
+        (None, good.clone(), "missing token"),
+        (
+            Some(token(&sensor)),
+            b"{not json".to_vec(),
+            "malformed JSON",
+        ),
+        (
+            Some(token(&sensor)),
+            json!({"recipientId": bob}).to_string().into_bytes(),
+            "encryptedData",
+        ),
+        (Some(token(&sensor)), vec![b' '; 4096], "larger than 2048"),
+        (
+            Some(token(&sensor)),
+            forged.to_string().into_bytes(),
+            "senderId",
+        ),
+    ];
+    for (bearer, payload, needle) in &cases {
+        device
+            .send(&topic, bearer.as_deref(), payload.clone())
+            .await?;
+        let reply = device.reply().await?;
+        assert!(
+            reply["error"].as_str().unwrap_or("").contains(needle),
+            "{needle}: {reply}"
+        );
+    }
+    // Acknowledged: none comes back, and each is counted once by reason.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await?
+        .text()
+        .await?;
+    for (reason, count) in [
+        ("unauthenticated", 2),
+        ("malformed", 2),
+        ("oversized", 1),
+        ("forbidden", 1),
+    ] {
+        let line = format!(
+            r#"envelope_router_envelopes_total{{stage="ingest",source="mqtt",outcome="{reason}"}} {count}"#
+        );
+        assert!(metrics.contains(&line), "missing {line}");
+    }
+    assert!(
+        server.pending_ids(&token(&bob)).await?.is_empty(),
+        "nothing refused was stored"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_ingestors_share_the_load_and_each_message_is_processed_once() -> Result<()> {
+    let url = broker_url()?;
+    let topic = format!("e2e/{}/send", unique("t"));
+    // Two instances over one Redis: each ingests its share and routes to the session's holder.
+    let mut shared = redis_profile(&redis_url()?, &unique("er-mqtt-"));
+    shared.push(("DELIVERY".into(), "redis".into()));
+    shared.push(("JWT_SECRET".into(), SECRET.into()));
+    shared.push(("RATE_LIMIT_PAIR_BURST".into(), "1000".into()));
+    shared.push(("MQTT_URL".into(), url.clone()));
+    shared.push(("MQTT_INGEST_TOPIC".into(), topic.clone()));
+    shared.push(("MQTT_SHARE_GROUP".into(), "e2e-group".into()));
+    let with_id = |id: &str| {
+        let mut env = shared.clone();
+        env.push(("INSTANCE_ID".into(), id.into()));
+        env
+    };
+    let a = Server::start_exact(with_id(&unique("ma-"))).await?;
+    let b = Server::start_exact(with_id(&unique("mb-"))).await?;
+    let (sensor, bob) = (user("sensor"), user("bob"));
+    let mut session = a.connect(&token(&bob)).await?;
+    let device = Device::connect(port_of(&url)?).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..20 {
+        device
+            .send(
+                &topic,
+                Some(&token(&sensor)),
+                envelope(&bob).to_string().into_bytes(),
+            )
+            .await?;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(session.envelope().await?.0);
+    }
+    session.expect_silence(Duration::from_millis(500)).await?;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "each message processed once");
+    let accepted = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(r#"envelope_router_envelopes_total{stage="ingest",source="mqtt",outcome="accepted"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let on_a = accepted(
+        &a.request(Method::GET, "/metrics")
+            .send()
+            .await?
+            .text()
+            .await?,
+    );
+    let on_b = accepted(
+        &b.request(Method::GET, "/metrics")
+            .send()
+            .await?
+            .text()
+            .await?,
+    );
+    assert_eq!(on_a + on_b, 20);
+    assert!(
+        on_a > 0 && on_b > 0,
+        "both ingestors took a share: {on_a} + {on_b}"
+    );
+    Ok(())
+}
+
+/// A mosquitto of this test's own, to restart it.
+struct OwnBroker {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnBroker {
+    fn start(port: u16, dir: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("mosquitto.conf");
+        let whoami = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?;
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser {}\n",
+                whoami.trim()
+            ),
+        )?;
+        let bin = std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into());
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("own mosquitto did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            port,
+            dir: dir.to_owned(),
+            child: Some(child),
+        })
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn after_a_broker_restart_the_ingestor_reconnects_and_resubscribes_by_itself() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = std::env::temp_dir().join(unique("er-own-mosquitto-"));
+    let mut broker = OwnBroker::start(port, &dir)?;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let topic = format!("e2e/{}/send", unique("t"));
+    let server = router(&url, &topic, &[]).await?;
+    let (sensor, bob) = (user("sensor"), user("bob"));
+    let mut session = server.connect(&token(&bob)).await?;
+    {
+        let device = Device::connect(port).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        device
+            .send(
+                &topic,
+                Some(&token(&sensor)),
+                envelope(&bob).to_string().into_bytes(),
+            )
+            .await?;
+        session.envelope().await?;
+    }
+    // The broker restarts with no memory of anyone (persistence off).
+    broker.stop()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _broker = OwnBroker::start(port, &dir)?;
+    server
+        .wait_for_log(&["mqtt connected; subscribing"], 2, Duration::from_secs(15))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let device = Device::connect(port).await?;
+    device
+        .send(
+            &topic,
+            Some(&token(&sensor)),
+            envelope(&bob).to_string().into_bytes(),
+        )
+        .await?;
+    session.envelope().await?;
+    Ok(())
+}
