@@ -372,6 +372,9 @@ pub struct ServeArgs {
     /// Topic devices publish envelopes to.
     #[arg(long, env = "MQTT_INGEST_TOPIC", default_value = "envelopes/send")]
     pub mqtt_ingest_topic: String,
+    /// Prefix of the per-client topics (`<prefix>/<urn>/connect|disconnect|receive|ack`).
+    #[arg(long, env = "MQTT_CLIENT_TOPIC_PREFIX", default_value = "clients")]
+    pub mqtt_client_topic_prefix: String,
     /// Where token buckets live.
     #[arg(long, env = "RATE_LIMIT", value_enum, default_value = "memory")]
     pub rate_limit: RateLimitBackend,

@@ -12,6 +12,7 @@ use ingest_http::{AppState, router};
 use ingest_mqtt::MqttConfig;
 use ingest_mqtt::MqttIngestor;
 use ingest_mqtt::rumqttc_transport::RumqttcTransport;
+use ingest_mqtt::sessions::{ClientTopics, MqttSessions};
 use pipeline::clock::{Clock, SystemClock, UuidV7Ids};
 use pipeline::health::IngestGate;
 use pipeline::ports::EnvelopeStore;
@@ -160,8 +161,21 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         info!(host = %config.host, port = config.port, topic = %config.shared_subscription(), "mqtt ingest");
         let transport = Arc::new(RumqttcTransport::start(
             &config,
+            &config.client_id,
+            vec![config.shared_subscription()],
             shutdown_token.child_token(),
         ));
+        if roles.delivery {
+            let topics = ClientTopics::new(&args.mqtt_client_topic_prefix);
+            let control = Arc::new(RumqttcTransport::start(
+                &config,
+                &format!("{}-sessions", config.client_id),
+                topics.subscriptions(&format!("{}-sessions", config.share_group)),
+                shutdown_token.child_token(),
+            ));
+            let sessions = MqttSessions::new(manager.clone(), auth.clone(), control, topics);
+            tasks.spawn(sessions.run(shutdown_token.child_token()));
+        }
         let ingestor = Arc::new(MqttIngestor {
             bus: ports.bus.clone(),
             auth: auth.clone(),

@@ -119,6 +119,11 @@ impl ConnectionManager {
         &self.store
     }
 
+    /// Presence (MQTT sessions are refreshed by their devices, not by this instance).
+    pub fn presence(&self) -> &Arc<dyn PresenceStore> {
+        &self.presence
+    }
+
     /// How many sessions this instance holds.
     pub fn session_count(&self) -> usize {
         self.lock_sessions().values().map(Vec::len).sum()

@@ -6,13 +6,13 @@
 //! * [`transport`]: [`MqttTransport`], the small trait the ingestor needs from an MQTT client.
 //! * [`rumqttc_transport`]: its implementation on `rumqttc` (v5), replaceable by a fork.
 //! * [`ingestor`]: per message: authenticate, validate, publish to the bus, then PUBACK.
-//!
-//! Delivery *to* MQTT-connected clients (`clients/<urn>/receive`) is not built yet.
+//! * [`sessions`]: MQTT-connected clients: announce, receive, ack, Last Will.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod ingestor;
 pub mod rumqttc_transport;
+pub mod sessions;
 pub mod transport;
 
 pub use config::MqttConfig;

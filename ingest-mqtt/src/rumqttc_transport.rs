@@ -28,11 +28,15 @@ pub struct RumqttcTransport {
 }
 
 impl RumqttcTransport {
-    /// Connects (lazily, by the event loop) and keeps the subscription across reconnects until
-    /// `shutdown`.
-    pub fn start(config: &MqttConfig, shutdown: CancellationToken) -> Self {
-        let mut options =
-            MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+    /// Connects as `client_id` (lazily, by the event loop) and keeps `subscriptions` across
+    /// reconnects until `shutdown`.
+    pub fn start(
+        config: &MqttConfig,
+        client_id: &str,
+        subscriptions: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let mut options = MqttOptions::new(client_id.to_owned(), config.host.clone(), config.port);
         options
             .set_keep_alive(config.keep_alive)
             .set_manual_acks(true)
@@ -49,7 +53,6 @@ impl RumqttcTransport {
         }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let (sender, inbound) = mpsc::channel(config.inbound_capacity.max(1));
-        let subscription = config.shared_subscription();
         let subscriber = client.clone();
         tokio::spawn(async move {
             loop {
@@ -62,12 +65,14 @@ impl RumqttcTransport {
                 };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        info!(%subscription, "mqtt connected; subscribing");
+                        info!(?subscriptions, "mqtt connected; subscribing");
                         // The request queue is drained by this loop: never await it here.
-                        if let Err(err) =
-                            subscriber.try_subscribe(subscription.clone(), QoS::AtLeastOnce)
-                        {
-                            warn!(cause = %err, "mqtt subscribe request failed");
+                        for subscription in &subscriptions {
+                            if let Err(err) =
+                                subscriber.try_subscribe(subscription.clone(), QoS::AtLeastOnce)
+                            {
+                                warn!(cause = %err, "mqtt subscribe request failed");
+                            }
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -115,6 +120,13 @@ impl MqttTransport for RumqttcTransport {
             .ok_or_else(|| MqttError("foreign ack token".into()))?;
         self.client
             .ack(publish)
+            .await
+            .map_err(|e| MqttError(e.to_string()))
+    }
+
+    async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), MqttError> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
             .map_err(|e| MqttError(e.to_string()))
     }

@@ -41,4 +41,7 @@ pub trait MqttTransport: Send + Sync {
         payload: Bytes,
         correlation_data: Option<Bytes>,
     ) -> Result<(), MqttError>;
+
+    /// Publishes `payload` to `topic` with QoS 1 (the broker keeps it for a persistent client).
+    async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), MqttError>;
 }

@@ -371,7 +371,7 @@ async fn after_a_broker_restart_the_ingestor_reconnects_and_resubscribes_by_itse
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _broker = OwnBroker::start(port, &dir)?;
     server
-        .wait_for_log(&["mqtt connected; subscribing"], 2, Duration::from_secs(15))
+        .wait_for_log(&["mqtt connected; subscribing", &topic], 2, Duration::from_secs(15))
         .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let device = Device::connect(port).await?;
@@ -383,5 +383,124 @@ async fn after_a_broker_restart_the_ingestor_reconnects_and_resubscribes_by_itse
         )
         .await?;
     session.envelope().await?;
+    Ok(())
+}
+
+/// An MQTT-connected client of the router: announces itself, receives, acks; its Last Will says
+/// when it is gone.
+struct MqttUser {
+    client: AsyncClient,
+    poller: tokio::task::JoinHandle<()>,
+    envelopes: mpsc::Receiver<Value>,
+    urn: String,
+}
+
+impl MqttUser {
+    async fn connect(port: u16, urn: &str) -> Result<Self> {
+        use rumqttc::v5::mqttbytes::v5::LastWill;
+        let mut options = MqttOptions::new(unique("client-"), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(10));
+        options.set_last_will(LastWill::new(format!("clients/{urn}/disconnect"), "gone", QoS::AtLeastOnce, false, None));
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let (sender, envelopes) = mpsc::channel(64);
+        let (ready_tx, mut ready_rx) = mpsc::channel(1);
+        let subscriber = client.clone();
+        let receive = format!("clients/{urn}/receive");
+        let poller = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = subscriber.try_subscribe(receive.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.try_send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(value) = serde_json::from_slice(&p.payload) {
+                            let _ = sender.send(value).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx.recv()).await.context("mqtt user connect")?;
+        // Announce with the JWT (QoS 1); repeated, it is the session's heartbeat.
+        client
+            .publish(format!("clients/{urn}/connect"), QoS::AtLeastOnce, false, token(urn))
+            .await?;
+        Ok(Self { client, poller, envelopes, urn: urn.to_owned() })
+    }
+
+    async fn envelope(&mut self) -> Result<Value> {
+        tokio::time::timeout(Duration::from_secs(10), self.envelopes.recv())
+            .await
+            .context("no envelope on clients/<urn>/receive")?
+            .context("closed")
+    }
+
+    async fn ack(&self, ids: &[String]) -> Result<()> {
+        let payload = json!({"messageIds": ids}).to_string();
+        self.client
+            .publish(format!("clients/{}/ack", self.urn), QoS::AtLeastOnce, false, payload)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the connection without DISCONNECT: the broker publishes the Last Will.
+    fn vanish(self) {
+        self.poller.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_user_sends_and_an_mqtt_client_receives_and_acks() -> Result<()> {
+    let url = broker_url()?;
+    let topic = format!("e2e/{}/send", unique("t"));
+    let server = router(&url, &topic, &[]).await?;
+    let (alice, thermostat) = (user("alice"), user("thermostat"));
+    // Stored before the device connects: it arrives as backlog.
+    let early = server.send_ok(&token(&alice), &envelope(&thermostat)).await?;
+    let mut device = MqttUser::connect(port_of(&url)?, &thermostat).await?;
+    let first = device.envelope().await?;
+    assert_eq!(first["messageId"], early.as_str());
+    assert_eq!(first["envelope"]["encryptedData"], CIPHERTEXT_B64);
+    let live = server.send_ok(&token(&alice), &envelope(&thermostat)).await?;
+    assert_eq!(device.envelope().await?["messageId"], live.as_str());
+    device.ack(&[early, live]).await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.pending_ids(&token(&thermostat)).await?.is_empty() {
+        if Instant::now() > deadline {
+            bail!("acked envelopes are still queued");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.log_lines_with(&["wake-up push", &thermostat]).is_empty(), "online: no wake-up");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_last_will_ends_the_session_and_the_next_envelope_wakes_the_device() -> Result<()> {
+    let url = broker_url()?;
+    let topic = format!("e2e/{}/send", unique("t"));
+    let server = router(&url, &topic, &[("WAKEUP_WINDOW", "100ms")]).await?;
+    let (alice, lock) = (user("alice"), user("lock"));
+    let registered = server
+        .request(Method::POST, "/register-device")
+        .bearer_auth(token(&lock))
+        .json(&json!({"token": "lock-push-token", "platform": "fcm"}))
+        .send()
+        .await?;
+    assert_eq!(registered.status(), reqwest::StatusCode::NO_CONTENT);
+    let mut device = MqttUser::connect(port_of(&url)?, &lock).await?;
+    server.wait_for_log(&["mqtt session opened", &lock], 1, Duration::from_secs(5)).await?;
+    let id = server.send_ok(&token(&alice), &envelope(&lock)).await?;
+    assert_eq!(device.envelope().await?["messageId"], id.as_str());
+    device.ack(&[id]).await?;
+    device.vanish();
+    server.wait_for_log(&["mqtt session closed", &lock], 1, Duration::from_secs(10)).await?;
+    server.send_ok(&token(&alice), &envelope(&lock)).await?;
+    server.wait_for_log(&["wake-up push", &lock], 1, Duration::from_secs(5)).await?;
     Ok(())
 }
