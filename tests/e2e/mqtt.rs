@@ -504,3 +504,83 @@ async fn the_last_will_ends_the_session_and_the_next_envelope_wakes_the_device()
     server.wait_for_log(&["wake-up push", &lock], 1, Duration::from_secs(5)).await?;
     Ok(())
 }
+
+/// A Pub/Sub emulator of this test's own, to pause it (SIGSTOP) like an outage.
+struct OwnEmulator {
+    dir: std::path::PathBuf,
+    host: String,
+}
+
+impl OwnEmulator {
+    fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(unique("er-own-pubsub-"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/dev/pubsub-emulator.sh");
+        let out = Command::new(script).arg("start").arg(&dir).output()?;
+        if !out.status.success() {
+            bail!("emulator: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Self { dir, host: String::from_utf8(out.stdout)?.trim().to_owned() })
+    }
+
+    fn signal(&self, which: &str) -> Result<()> {
+        let pgid = std::fs::read_to_string(self.dir.join("pubsub.pgid"))?;
+        let status = Command::new("kill").arg(which).arg("--").arg(format!("-{}", pgid.trim())).status()?;
+        anyhow::ensure!(status.success(), "kill {which} failed");
+        Ok(())
+    }
+}
+
+impl Drop for OwnEmulator {
+    fn drop(&mut self) {
+        let _ = self.signal("-CONT");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/dev/pubsub-emulator.sh");
+        let _ = Command::new(script).arg("stop").arg(&self.dir).status();
+    }
+}
+
+#[tokio::test]
+async fn while_the_bus_is_down_nothing_is_acknowledged_and_the_broker_redelivers_later() -> Result<()> {
+    let url = broker_url()?;
+    let emulator = OwnEmulator::start()?;
+    let run = unique("busdown");
+    let topic = format!("e2e/{run}/send");
+    let mut env = redis_profile(&redis_url()?, &run);
+    for (key, value) in [
+        ("BUS", "pubsub".to_owned()),
+        ("PUBSUB_PROJECT", "envelope-router-e2e".to_owned()),
+        ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+        ("PUBSUB_INGRESS_TOPIC", format!("{run}-ingress")),
+        ("PUBSUB_SUBSCRIPTION", format!("{run}-router")),
+        ("PUBSUB_DEAD_LETTER_TOPIC", format!("{run}-dead")),
+        ("CREATE_RESOURCES", "true".to_owned()),
+        ("JWT_SECRET", SECRET.to_owned()),
+        ("MQTT_URL", url.clone()),
+        ("MQTT_INGEST_TOPIC", topic.clone()),
+        ("MQTT_SHARE_GROUP", run.clone()),
+        ("MQTT_CLIENT_ID", format!("{run}-ingestor")),
+    ] {
+        env.push((key.to_owned(), value));
+    }
+    let server = Server::start_exact(env).await?;
+    let (sensor, bob) = (user("sensor"), user("bob"));
+    let mut device = Device::connect(port_of(&url)?).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The bus stops answering: the message is received but not acknowledged.
+    emulator.signal("-STOP")?;
+    device.send(&topic, Some(&token(&sensor)), envelope(&bob).to_string().into_bytes()).await?;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), device.replies.recv()).await.is_err(),
+        "no PUBACK (and no reply) while the bus is down"
+    );
+    // The ingestor dies holding it; the bus comes back; a new ingestor with the same client id
+    // resumes the broker session, which delivers the unacknowledged message again.
+    let server = server.kill9().await?;
+    emulator.signal("-CONT")?;
+    let server = server.restart().await?;
+    let reply = device.reply().await?;
+    let id = reply["messageId"].as_str().context("accepted after the restart")?.to_owned();
+    let mut session = server.connect(&token(&bob)).await?;
+    assert_eq!(session.envelope().await?.0, id, "nothing lost");
+    Ok(())
+}
