@@ -108,7 +108,7 @@ mod tests {
             (Some("dev"), Some("secret"))
         );
         let c = MqttConfig::from_url("mqtts://broker", "id", "g", "t").unwrap();
-        assert_eq!((c.port, c.tls, c.username), (8883, true, None));
+        assert_eq!((c.port, c.tls, c.username.as_deref()), (8883, true, None));
         assert!(MqttConfig::from_url("http://x", "id", "g", "t").is_err());
         assert!(
             MqttConfig::from_url("mqtt://x", "id", "a/b", "t").is_err(),
