@@ -70,6 +70,9 @@ pub struct GlobalArgs {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Project of the trace ids in JSON logs (`logging.googleapis.com/trace`).
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", global = true)]
+    pub log_project: Option<String>,
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info,envelope_router=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
     pub log_level: String,

@@ -3,6 +3,7 @@
 //! # Layout
 //! * `config`: every flag and env var (`--help`).
 //! * `telemetry`: logs (text or JSON) and the Prometheus recorder.
+//! * `cloud_logging`: the JSON log format Cloud Logging reads (severity, trace).
 //! * `backends`: builds every port from config (embedded or Redis).
 //! * `instance`: the instance id (INSTANCE_ID, the metadata server, or random).
 //! * `serve`: runs the roles until a signal.
@@ -11,6 +12,7 @@
 //! * `shutdown`: SIGINT/SIGTERM.
 
 mod backends;
+mod cloud_logging;
 mod config;
 mod dev_secret;
 mod instance;

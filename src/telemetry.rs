@@ -3,6 +3,7 @@
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+use crate::cloud_logging::CloudLoggingFormat;
 use crate::config::{GlobalArgs, LogFormat};
 
 /// Buckets of every histogram, in seconds.
@@ -11,7 +12,7 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
-/// Installs the log subscriber: text or JSON lines on stderr.
+/// Installs the log subscriber on stderr: human-readable text, or JSON in the Cloud Logging shape.
 pub fn init_logs(global: &GlobalArgs) {
     let filter = EnvFilter::try_new(&global.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -20,7 +21,10 @@ pub fn init_logs(global: &GlobalArgs) {
         .with_target(false);
     match global.log_format {
         LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(CloudLoggingFormat::new(global.log_project.clone()))
+            .init(),
     }
 }
 

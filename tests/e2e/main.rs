@@ -14,6 +14,7 @@ mod devices_and_wakeups;
 mod durability;
 mod http_api;
 mod http_errors;
+mod logging;
 mod mqtt;
 mod pubsub_cluster;
 mod push;

@@ -8,7 +8,7 @@ use pipeline::EnvelopeDraft;
 use pipeline::ports::{RateDecision, RateLimiter};
 use pipeline::routing::to_bus_message;
 use serde::Serialize;
-use tracing::{instrument, warn};
+use tracing::{debug, instrument, warn};
 
 use crate::auth::AuthUser;
 use crate::body::read_json;
@@ -83,6 +83,7 @@ pub async fn send(
         .await
         .map_err(|err| ApiError::Unavailable(format!("bus publish failed: {err}")))?;
     metrics::counter!("envelope_router_envelopes_total", "stage" => "ingest", "source" => "http", "outcome" => "accepted").increment(1);
+    debug!(message_id = %envelope.message_id, recipient = %envelope.recipient, "envelope accepted");
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
