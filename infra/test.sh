@@ -50,3 +50,5 @@ echo "tests use Redis at $REDIS_URL, Mosquitto at $MQTT_BROKER_URL, the Pub/Sub 
 cargo test --workspace --all-features --locked -- --test-threads "$threads"
 echo "--- end-to-end suite again on Redis presence, store, rate limits and device tokens ---" >&2
 E2E_BACKENDS=redis cargo test --all-features --locked --test e2e -- --test-threads "$threads"
+echo "--- deployment files: Dockerfile lint and build step, Terraform consistency ---" >&2
+./infra/check-infra.sh

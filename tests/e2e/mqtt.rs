@@ -611,7 +611,12 @@ async fn while_the_bus_is_down_nothing_is_acknowledged_and_the_broker_redelivers
     ] {
         env.push((key.to_owned(), value));
     }
-    let server = Server::start_exact(env).await?;
+    // A is only the MQTT sidecar (no streaming pull of its own that could hold the message
+    // when it dies); B, started later with the same MQTT client id, runs every role.
+    let mut sidecar = env.clone();
+    sidecar.push(("ROLES".into(), "ingest-mqtt".into()));
+    let routing = env;
+    let server = Server::start_exact(sidecar).await?;
     let (sensor, bob) = (user("sensor"), user("bob"));
     let mut device = Device::connect(port_of(&url)?).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -636,7 +641,7 @@ async fn while_the_bus_is_down_nothing_is_acknowledged_and_the_broker_redelivers
     // resumes the broker session, which delivers the unacknowledged message again.
     let server = server.kill9().await?;
     emulator.signal("-CONT")?;
-    let server = server.restart().await?;
+    let server = server.restart_with(routing).await?;
     let reply = tokio::time::timeout(Duration::from_secs(30), device.replies.recv())
         .await
         .context("no reply after the bus came back")?
@@ -651,7 +656,7 @@ async fn while_the_bus_is_down_nothing_is_acknowledged_and_the_broker_redelivers
         crate::harness::Next::Json(frame) => {
             assert_eq!(frame["messageId"], chosen.as_str(), "nothing lost")
         }
-        other => bail!("the envelope did not arrive: {other:?}"),
+        other => bail!("the envelope did not arrive: {other:?}; logs:\n{}", server.logs().join("\n")),
     }
     session.expect_silence(Duration::from_secs(1)).await?;
     Ok(())
