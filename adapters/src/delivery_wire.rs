@@ -12,6 +12,8 @@ struct WireOut<'a> {
     recipient: &'a str,
     message_id: &'a str,
     ephemeral: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingested_at: Option<u64>,
     envelope: &'a RawValue,
 }
 
@@ -21,6 +23,8 @@ struct WireIn {
     recipient: String,
     message_id: String,
     ephemeral: bool,
+    #[serde(default)]
+    ingested_at: Option<u64>,
     envelope: Box<RawValue>,
 }
 
@@ -32,6 +36,7 @@ pub fn encode(item: &DeliveryItem) -> Result<Vec<u8>, String> {
         recipient: item.recipient.as_str(),
         message_id: item.message_id.as_str(),
         ephemeral: item.ephemeral,
+        ingested_at: item.ingested_at_ms,
         envelope,
     })
     .map_err(|e| e.to_string())
@@ -45,5 +50,6 @@ pub fn decode(payload: &[u8]) -> Option<DeliveryItem> {
         message_id: MessageId::parse(&wire.message_id).ok()?,
         json: wire.envelope.get().into(),
         ephemeral: wire.ephemeral,
+        ingested_at_ms: wire.ingested_at,
     })
 }

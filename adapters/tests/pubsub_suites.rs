@@ -152,6 +152,7 @@ async fn delivery_topics_live_from_subscribe_to_unsubscribe() {
         json: r#"{"messageId":"m-1","recipientId":"urn:sm:user:bob","encryptedData":"AA=="}"#
             .into(),
         ephemeral: false,
+        ingested_at_ms: Some(1),
     };
     channel
         .publish(&instance, item.clone())

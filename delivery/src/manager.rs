@@ -27,6 +27,8 @@ pub struct Outbound {
     pub json: Arc<str>,
     /// Not stored: no ack tracking.
     pub ephemeral: bool,
+    /// Ingest time (ms since the epoch), for the delivery-lag metric.
+    pub ingested_at_ms: Option<u64>,
 }
 
 /// Why the manager closed a session.
@@ -199,7 +201,9 @@ impl ConnectionManager {
             message_id: item.message_id.clone(),
             json: item.json,
             ephemeral: item.ephemeral,
+            ingested_at_ms: item.ingested_at_ms,
         };
+        let ingested_at_ms = item.ingested_at_ms;
         let mut written = 0;
         {
             let sessions = self.lock_sessions();
@@ -215,6 +219,9 @@ impl ConnectionManager {
                 }
             }
         }
+        if written > 0 {
+            self.record_delivery_lag(ingested_at_ms);
+        }
         let outcome = if written > 0 {
             "written"
         } else {
@@ -223,6 +230,14 @@ impl ConnectionManager {
         metrics::counter!("envelope_router_delivery_total", "outcome" => outcome).increment(1);
         if written == 0 {
             debug!(message_id = %item.message_id, recipient = %item.recipient, "no local session for delivery item; it stays stored");
+        }
+    }
+
+    /// Records the ingest → written-to-a-session lag of a live envelope.
+    pub fn record_delivery_lag(&self, ingested_at_ms: Option<u64>) {
+        if let Some(at) = ingested_at_ms {
+            let lag = self.clock.now_ms().saturating_sub(at) as f64 / 1000.0;
+            metrics::histogram!("envelope_router_delivery_lag_seconds").record(lag);
         }
     }
 
@@ -236,7 +251,11 @@ impl ConnectionManager {
     /// Deletes acked envelopes from the store; returns how many were there.
     pub async fn ack(&self, user: &UserUrn, ids: &[MessageId]) -> Result<usize, StoreError> {
         let removed = self.store.ack(user, ids).await?;
-        self.lock_unacked().acked(user, ids);
+        let now = Instant::now();
+        for written in self.lock_unacked().acked(user, ids) {
+            metrics::histogram!("envelope_router_ack_latency_seconds")
+                .record(now.saturating_duration_since(written).as_secs_f64());
+        }
         metrics::counter!("envelope_router_acks_total").increment(removed as u64);
         Ok(removed)
     }

@@ -9,7 +9,7 @@ use pipeline::{MessageId, UserUrn};
 /// Deadlines of written, unacked envelopes, in the order they were written.
 #[derive(Default)]
 pub struct UnackedTracker {
-    deadlines: HashMap<(UserUrn, MessageId), Instant>,
+    deadlines: HashMap<(UserUrn, MessageId), (Instant, Instant)>,
     order: VecDeque<(Instant, UserUrn, MessageId)>,
 }
 
@@ -21,15 +21,16 @@ impl UnackedTracker {
         if self.deadlines.contains_key(&key) {
             return;
         }
-        self.deadlines.insert(key, deadline);
+        self.deadlines.insert(key, (deadline, Instant::now()));
         self.order.push_back((deadline, user.clone(), id.clone()));
     }
 
-    /// Forgets acked envelopes.
-    pub fn acked(&mut self, user: &UserUrn, ids: &[MessageId]) {
-        for id in ids {
-            self.deadlines.remove(&(user.clone(), id.clone()));
-        }
+    /// Forgets acked envelopes; returns when each of those it tracked was written.
+    pub fn acked(&mut self, user: &UserUrn, ids: &[MessageId]) -> Vec<Instant> {
+        ids.iter()
+            .filter_map(|id| self.deadlines.remove(&(user.clone(), id.clone())))
+            .map(|(_, written)| written)
+            .collect()
     }
 
     /// Takes every envelope whose deadline passed by `now` and that was not acked.
@@ -43,7 +44,7 @@ impl UnackedTracker {
                 break;
             };
             let key = (user, id);
-            if self.deadlines.get(&key) == Some(&deadline) {
+            if self.deadlines.get(&key).map(|(d, _)| *d) == Some(deadline) {
                 self.deadlines.remove(&key);
                 due.push(key);
             }

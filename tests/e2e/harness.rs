@@ -163,14 +163,17 @@ impl Server {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr: String = rest
-                        .chars()
+                // Store the line before announcing the address, so a test that reads it right
+                // after start finds it.
+                let addr = line.split("listening on http://").nth(1).map(|rest| {
+                    rest.chars()
                         .take_while(|c| !c.is_whitespace() && *c != '"')
-                        .collect();
+                        .collect::<String>()
+                });
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                if let Some(addr) = addr {
                     let _ = addr_tx.send(addr);
                 }
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
         let addr =

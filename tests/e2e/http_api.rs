@@ -128,9 +128,15 @@ async fn health_readiness_and_metrics() -> Result<()> {
             "{component}: {ready}"
         );
     }
-    let (alice, bob) = (user("alice"), user("bob"));
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
     server.send_ok(&token(&alice), &envelope(&bob)).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One live delivery, acked: delivery lag and ack latency are observed.
+    let mut session = server.connect(&token(&carol)).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let live = server.send_ok(&token(&alice), &envelope(&carol)).await?;
+    assert_eq!(session.envelope().await?.0, live);
+    session.ack(std::slice::from_ref(&live)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = server.request(Method::GET, "/metrics").send().await?;
     assert!(
         metrics.headers()["content-type"]
@@ -139,11 +145,18 @@ async fn health_readiness_and_metrics() -> Result<()> {
     );
     let text = metrics.text().await?;
     for needle in [
-        r#"envelope_router_envelopes_total{stage="ingest",source="http",outcome="accepted"} 1"#,
+        r#"envelope_router_envelopes_total{stage="ingest",source="http",outcome="accepted"} 2"#,
         r#"envelope_router_envelopes_total{stage="processor",outcome="offline"} 1"#,
-        r#"envelope_router_bus_total{op="ack"} 1"#,
-        r#"envelope_router_http_requests_total{route="/send",method="POST",status="202"} 1"#,
+        r#"envelope_router_envelopes_total{stage="processor",outcome="delivered"} 1"#,
+        r#"envelope_router_bus_total{op="ack"} 2"#,
+        r#"envelope_router_http_requests_total{route="/send",method="POST",status="202"} 2"#,
+        r#"envelope_router_presence_lookups_total{outcome="offline"} 1"#,
+        r#"envelope_router_presence_lookups_total{outcome="online"} 1"#,
+        r#"envelope_router_live_sessions{protocol="websocket"} 1"#,
         "envelope_router_routing_lag_seconds_bucket",
+        "envelope_router_delivery_lag_seconds_count 1",
+        "envelope_router_ack_latency_seconds_count 1",
+        "envelope_router_acks_total 1",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }

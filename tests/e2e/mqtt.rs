@@ -656,7 +656,10 @@ async fn while_the_bus_is_down_nothing_is_acknowledged_and_the_broker_redelivers
         crate::harness::Next::Json(frame) => {
             assert_eq!(frame["messageId"], chosen.as_str(), "nothing lost")
         }
-        other => bail!("the envelope did not arrive: {other:?}; logs:\n{}", server.logs().join("\n")),
+        other => bail!(
+            "the envelope did not arrive: {other:?}; logs:\n{}",
+            server.logs().join("\n")
+        ),
     }
     session.expect_silence(Duration::from_secs(1)).await?;
     Ok(())

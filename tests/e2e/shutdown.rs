@@ -18,7 +18,10 @@ async fn sigterm_closes_websockets_with_1012_and_exits_zero() -> Result<()> {
     }
     let status = server.wait_exit(Duration::from_secs(15)).await?;
     assert!(status.success(), "exit status {status}");
-    assert!(!server.log_lines_with(&["SIGTERM received"]).is_empty());
+    // The log reader may still be draining the last lines of the exited process.
+    server
+        .wait_for_log(&["SIGTERM received"], 1, Duration::from_secs(5))
+        .await?;
     Ok(())
 }
 

@@ -22,6 +22,8 @@ pub struct DeliveryItem {
     pub json: Arc<str>,
     /// Ephemeral envelopes are not stored: no ack tracking, no wake-up.
     pub ephemeral: bool,
+    /// When the envelope was accepted at ingest (ms since the epoch), for the delivery-lag metric.
+    pub ingested_at_ms: Option<u64>,
 }
 
 /// The receiving end an instance consumes.

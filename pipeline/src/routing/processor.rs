@@ -102,7 +102,11 @@ impl Processor {
                 return Ok(Routed::Duplicate);
             }
         }
-        let routed = self.route_stored(&envelope, json).await?;
+        let ingested_at = message
+            .attributes
+            .get(ATTR_INGESTED_AT)
+            .and_then(|at| at.parse::<u64>().ok());
+        let routed = self.route_stored(&envelope, json, ingested_at).await?;
         self.record_lag(message);
         Ok(routed)
     }
@@ -112,12 +116,24 @@ impl Processor {
         &self,
         envelope: &Envelope,
         json: Arc<str>,
+        ingested_at_ms: Option<u64>,
     ) -> Result<Routed, ProcessError> {
         let sessions = self
             .presence
             .sessions(&envelope.recipient)
             .await
-            .map_err(|err| ProcessError::Transient(err.to_string()))?;
+            .map_err(|err| {
+                metrics::counter!("envelope_router_presence_lookups_total", "outcome" => "error")
+                    .increment(1);
+                ProcessError::Transient(err.to_string())
+            })?;
+        let found = if sessions.is_empty() {
+            "offline"
+        } else {
+            "online"
+        };
+        metrics::counter!("envelope_router_presence_lookups_total", "outcome" => found)
+            .increment(1);
         let instances: BTreeSet<_> = sessions.into_iter().map(|s| s.instance).collect();
         let mut handed = 0usize;
         for instance in &instances {
@@ -126,6 +142,7 @@ impl Processor {
                 message_id: envelope.message_id.clone(),
                 json: json.clone(),
                 ephemeral: envelope.ephemeral,
+                ingested_at_ms,
             };
             match self.delivery.publish(instance, item).await {
                 Ok(()) => handed += 1,
