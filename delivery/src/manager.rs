@@ -318,6 +318,14 @@ impl ConnectionManager {
         }
         metrics::counter!("envelope_router_sessions_opened_total", "protocol" => protocol.as_str())
             .increment(1);
+        match self.store.oldest_enqueued_ms(user).await {
+            Ok(Some(at)) => {
+                let age = self.clock.now_ms().saturating_sub(at) as f64 / 1000.0;
+                metrics::histogram!("envelope_router_backlog_oldest_age_seconds").record(age);
+            }
+            Ok(None) => {}
+            Err(err) => debug!(cause = %err, "oldest-envelope age unavailable"),
+        }
         Ok(SessionHandle {
             id,
             user: user.clone(),

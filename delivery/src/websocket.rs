@@ -266,6 +266,7 @@ async fn refill_backlog(
         return Ok(());
     }
     backlog.reading = false;
+    metrics::histogram!("envelope_router_backlog_envelopes").record(backlog.sent.len() as f64);
     while let Some(live) = backlog.held_live.pop_front() {
         if !backlog.sent.contains(&live.message_id) {
             send_envelope(

@@ -144,6 +144,22 @@ async fn health_readiness_and_metrics() -> Result<()> {
             .starts_with("text/plain")
     );
     let text = metrics.text().await?;
+    // bob had one envelope queued while offline: his connect observes its age and the backlog.
+    let mut bob_session = server.connect(&token(&bob)).await?;
+    bob_session.envelope().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await?
+        .text()
+        .await?;
+    for needle in [
+        "envelope_router_backlog_oldest_age_seconds_count 1",
+        "envelope_router_backlog_envelopes_count 2",
+    ] {
+        assert!(after.contains(needle), "missing {needle} in:\n{after}");
+    }
     for needle in [
         r#"envelope_router_envelopes_total{stage="ingest",source="http",outcome="accepted"} 2"#,
         r#"envelope_router_envelopes_total{stage="processor",outcome="offline"} 1"#,
@@ -157,6 +173,7 @@ async fn health_readiness_and_metrics() -> Result<()> {
         "envelope_router_delivery_lag_seconds_count 1",
         "envelope_router_ack_latency_seconds_count 1",
         "envelope_router_acks_total 1",
+        "envelope_router_backlog_envelopes_count 1",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }

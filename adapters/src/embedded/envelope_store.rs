@@ -313,6 +313,39 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
             .map_err(unavailable)
     }
 
+    async fn oldest_enqueued_ms(&self, user: &UserUrn) -> Result<Option<u64>, StoreError> {
+        let owner = user.clone();
+        let retention = self.retention.envelopes.as_millis() as u64;
+        let firsts = self
+            .db
+            .read(move |txn| {
+                let queue = txn.open_table(QUEUE)?;
+                let user = owner.as_str();
+                let mut firsts = Vec::new();
+                // Within a lane, sequence order is enqueue order: each lane's first is its oldest.
+                for lane in [EXPRESS_LANE, NORMAL_LANE] {
+                    if let Some(entry) = queue
+                        .range((user, lane, 0)..=(user, lane, u64::MAX))?
+                        .next()
+                    {
+                        let (_, value) = entry?;
+                        firsts.push(value.value().to_vec());
+                    }
+                }
+                Ok(firsts)
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut oldest: Option<u64> = None;
+        for bytes in &firsts {
+            let enqueued = Record::decode(bytes)?
+                .expires_at_ms
+                .saturating_sub(retention);
+            oldest = Some(oldest.map_or(enqueued, |o| o.min(enqueued)));
+        }
+        Ok(oldest)
+    }
+
     async fn purge_expired(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {

@@ -238,6 +238,21 @@ impl EnvelopeStore for RedisEnvelopeStore {
         Ok(count)
     }
 
+    async fn oldest_enqueued_ms(&self, user: &UserUrn) -> Result<Option<u64>, StoreError> {
+        let first: Vec<(String, f64)> = ::redis::cmd("ZRANGE")
+            .arg(self.redis.keys.expiry(user))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(unavailable)?;
+        let retention = self.retention.envelopes.as_millis() as u64;
+        Ok(first
+            .first()
+            .map(|(_, expires)| (*expires as u64).saturating_sub(retention)))
+    }
+
     /// Expiry is enforced per queue on every enqueue and read, and keys expire with their
     /// retention, so there is no global sweep to run.
     async fn purge_expired(&self) -> Result<u64, StoreError> {

@@ -71,6 +71,9 @@ pub trait EnvelopeStore: Send + Sync + 'static {
     /// How many envelopes wait in `user`'s queue.
     async fn depth(&self, user: &UserUrn) -> Result<u64, StoreError>;
 
+    /// When the oldest envelope still in `user`'s queue was enqueued (ms since the epoch).
+    async fn oldest_enqueued_ms(&self, user: &UserUrn) -> Result<Option<u64>, StoreError>;
+
     /// Deletes envelopes past their retention and dedupe entries past their window.
     async fn purge_expired(&self) -> Result<u64, StoreError>;
 

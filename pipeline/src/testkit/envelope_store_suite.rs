@@ -56,6 +56,11 @@ where
     // Empty queue.
     assert!(all_ids(store.as_ref(), &alice, 10).await.is_empty());
     assert_eq!(store.depth(&alice).await.expect("depth"), 0);
+    assert_eq!(
+        store.oldest_enqueued_ms(&alice).await.expect("oldest"),
+        None
+    );
+    let before = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
 
     // Express lane first, insertion order within each lane; other users untouched.
     for (id, express) in [
@@ -87,6 +92,16 @@ where
     );
     assert_eq!(all_ids(store.as_ref(), &bob, 10).await, ["b1"]);
     assert_eq!(store.depth(&alice).await.expect("depth"), 5);
+    let oldest = store
+        .oldest_enqueued_ms(&alice)
+        .await
+        .expect("oldest")
+        .expect("queued");
+    let after = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    assert!(
+        (before.saturating_sub(5)..=after + 5).contains(&oldest),
+        "{before} <= {oldest} <= {after}"
+    );
 
     // The stored JSON comes back byte for byte.
     let page = store.backlog(&bob, None, 10).await.expect("backlog");
