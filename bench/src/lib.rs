@@ -1,0 +1,52 @@
+//! The load and latency harness: drives envelope-router and, as a baseline in the same run,
+//! Mosquitto, with the same users, payloads and rates.
+//!
+//! # Layout
+//! * `processes`: starting the router and Mosquitto on free ports; CPU time and peak RSS.
+//! * `router_load`: WebSocket receivers and HTTP senders against the router.
+//! * `mqtt_load`: the same load as MQTT QoS 1 publishes and subscriptions against Mosquitto.
+//! * `stats`: what a run measured (latency histogram, throughput, lost and duplicated ids).
+//! * `report`: the markdown table and JSON, with our figures as ratios to the baseline.
+//! * `scenario`: the scenarios (`embedded` so far).
+
+pub mod mqtt_load;
+pub mod processes;
+pub mod report;
+pub mod router_load;
+pub mod scenario;
+pub mod stats;
+
+use std::time::Duration;
+
+/// The shape of the load, shared by the router run and the baseline.
+#[derive(Clone, Debug)]
+pub struct Load {
+    /// Receivers (distinct users), each with one session.
+    pub receivers: usize,
+    /// Concurrent senders.
+    pub senders: usize,
+    /// Ciphertext bytes per envelope.
+    pub payload: usize,
+    /// How long senders send.
+    pub duration: Duration,
+    /// Envelopes per second in all (open loop); `None` sends as fast as answers come (closed loop).
+    pub rate: Option<u64>,
+}
+
+/// A message id carrying its send time (µs since the run started) and a sequence number.
+pub fn message_id(sender: usize, seq: u64, sent_us: u64) -> String {
+    format!("t{sent_us}-s{sender}-{seq}")
+}
+
+/// The send time (µs since the run started) a [`message_id`] carries.
+pub fn sent_us(id: &str) -> Option<u64> {
+    id.strip_prefix('t')?.split('-').next()?.parse().ok()
+}
+
+/// A small deterministic generator for picking receivers (no shared RNG state between tasks).
+pub fn next_index(state: &mut u64, n: usize) -> usize {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    (*state % n.max(1) as u64) as usize
+}

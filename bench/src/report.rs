@@ -1,0 +1,94 @@
+//! The results: a markdown table and JSON, our figures as ratios to the baseline.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::Load;
+use crate::stats::RunStats;
+
+/// One scenario's results.
+#[derive(Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Receivers, senders, payload bytes, seconds, rate (0 = closed loop).
+    pub load: (usize, usize, usize, f64, u64),
+    /// Our run.
+    pub router: RunStats,
+    /// Mosquitto's run.
+    pub baseline: RunStats,
+    /// router throughput / baseline throughput.
+    pub throughput_ratio: f64,
+    /// router p99 / baseline p99.
+    pub p99_ratio: f64,
+}
+
+impl Report {
+    /// Builds the report of `scenario`.
+    pub fn new(scenario: &str, load: &Load, router: RunStats, baseline: RunStats) -> Self {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        Self {
+            scenario: scenario.to_owned(),
+            load: (
+                load.receivers,
+                load.senders,
+                load.payload,
+                load.duration.as_secs_f64(),
+                load.rate.unwrap_or(0),
+            ),
+            throughput_ratio: ratio(router.throughput_per_s, baseline.throughput_per_s),
+            p99_ratio: ratio(router.p99_ms, baseline.p99_ms),
+            router,
+            baseline,
+        }
+    }
+
+    /// The markdown table.
+    pub fn markdown(&self) -> String {
+        let (r, s, p, d, rate) = self.load;
+        let mut out = format!(
+            "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}\n\n| system | accepted | received | lost | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            self.scenario,
+            if rate == 0 {
+                "closed loop".to_owned()
+            } else {
+                format!("{rate}/s open loop")
+            }
+        );
+        for run in [&self.router, &self.baseline] {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+                run.system,
+                run.accepted,
+                run.received,
+                run.lost,
+                run.duplicated,
+                run.errors,
+                run.throughput_per_s,
+                run.p50_ms,
+                run.p99_ms,
+                run.max_ms,
+                run.cpu_seconds,
+                run.peak_rss_kib as f64 / 1024.0
+            ));
+        }
+        out.push_str(&format!(
+            "\nthroughput ratio (router / mosquitto): **{:.2}**, p99 ratio: **{:.2}**\n",
+            self.throughput_ratio, self.p99_ratio
+        ));
+        out
+    }
+
+    /// Writes `<scenario>.md` and `<scenario>.json` under `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(format!("{}.md", self.scenario)), self.markdown())?;
+        std::fs::write(
+            dir.join(format!("{}.json", self.scenario)),
+            serde_json::to_string_pretty(self)?,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,178 @@
+//! The load against the router: WebSocket receivers that ack in batches, HTTP senders.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::processes::SECRET;
+use crate::stats::Collector;
+use crate::{Load, message_id, next_index};
+
+/// Acks are sent per this many envelopes (or on the flush tick).
+const ACK_BATCH: usize = 64;
+
+/// What a run produced: receipts, accepted ids, failed requests, time spent sending.
+pub struct Outcome {
+    /// Receipts.
+    pub collector: Collector,
+    /// Ids the system accepted.
+    pub accepted: HashSet<String>,
+    /// Failed requests.
+    pub errors: u64,
+    /// How long senders sent.
+    pub sending: Duration,
+}
+
+/// An HS256 token for `user`.
+pub fn token(user: &str) -> Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )?)
+}
+
+/// Drives the router at `addr` with `load`.
+pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
+    let users: Vec<String> = (0..load.receivers)
+        .map(|i| format!("urn:bench:user:r{i}"))
+        .collect();
+    let collector = Arc::new(Mutex::new(Collector::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let start = Instant::now();
+    let mut receivers = Vec::new();
+    for user in &users {
+        let mut request = format!("ws://{addr}/connect").into_client_request()?;
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", token(user)?))?,
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .context("receiver connect")?;
+        let collector = collector.clone();
+        let mut stop = stop_rx.clone();
+        receivers.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = socket.split();
+            let mut pending: Vec<String> = Vec::new();
+            let mut flush = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = flush.tick() => {
+                        if !pending.is_empty() {
+                            let ack = json!({"type": "ack", "messageIds": std::mem::take(&mut pending)}).to_string();
+                            if sink.send(Message::Text(ack.into())).await.is_err() { break; }
+                        }
+                    }
+                    frame = stream.next() => {
+                        let Some(Ok(Message::Text(text))) = frame else {
+                            if frame.is_none() { break; }
+                            continue;
+                        };
+                        let now = start.elapsed().as_micros() as u64;
+                        let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                        let Some(id) = value["messageId"].as_str() else { continue };
+                        collector.lock().unwrap_or_else(|p| p.into_inner()).receipt(id.to_owned(), now);
+                        pending.push(id.to_owned());
+                        if pending.len() >= ACK_BATCH {
+                            let ack = json!({"type": "ack", "messageIds": std::mem::take(&mut pending)}).to_string();
+                            if sink.send(Message::Text(ack.into())).await.is_err() { break; }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let data = base64::engine::general_purpose::STANDARD.encode(vec![0x5a_u8; load.payload]);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(load.senders * 2)
+        .build()?;
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let errors = Arc::new(Mutex::new(0_u64));
+    let sending_started = Instant::now();
+    let deadline = sending_started + load.duration;
+    let mut senders = Vec::new();
+    for s in 0..load.senders {
+        let (client, users, data) = (client.clone(), users.clone(), data.clone());
+        let (accepted, errors) = (accepted.clone(), errors.clone());
+        let sender_token = token(&format!("urn:bench:user:s{s}"))?;
+        let url = format!("http://{addr}/send");
+        let period = load
+            .rate
+            .map(|r| Duration::from_secs_f64(load.senders as f64 / r.max(1) as f64));
+        senders.push(tokio::spawn(async move {
+            let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ (s as u64 + 1);
+            let mut seq = 0_u64;
+            let mut ticker = period.map(tokio::time::interval);
+            while Instant::now() < deadline {
+                if let Some(ticker) = ticker.as_mut() {
+                    ticker.tick().await;
+                }
+                seq += 1;
+                let id = message_id(s, seq, start.elapsed().as_micros() as u64);
+                let to = &users[next_index(&mut state, users.len())];
+                let body = json!({"recipientId": to, "messageId": id, "encryptedData": data});
+                let answer = client
+                    .post(&url)
+                    .bearer_auth(&sender_token)
+                    .json(&body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(response) if response.status().as_u16() == 202 => {
+                        accepted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id);
+                    }
+                    _ => *errors.lock().unwrap_or_else(|p| p.into_inner()) += 1,
+                }
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await?;
+    }
+    let sending = sending_started.elapsed();
+    let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // Let the last envelopes arrive.
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < drain_deadline {
+        let done = {
+            let collector = collector.lock().unwrap_or_else(|p| p.into_inner());
+            accepted.iter().all(|id| collector.seen.contains(id))
+        };
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    for receiver in receivers {
+        let _ = receiver.await;
+    }
+    let collector = std::mem::take(&mut *collector.lock().unwrap_or_else(|p| p.into_inner()));
+    let errors = *errors.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Outcome {
+        collector,
+        accepted,
+        errors,
+        sending,
+    })
+}

@@ -1,0 +1,99 @@
+//! What one run measured.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// The figures of one system under one load.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunStats {
+    /// Which system: `envelope-router` or `mosquitto`.
+    pub system: String,
+    /// Messages the system accepted (202 or PUBACK).
+    pub accepted: u64,
+    /// Messages received by receivers (unique ids).
+    pub received: u64,
+    /// Accepted but never received.
+    pub lost: u64,
+    /// Received more than once.
+    pub duplicated: u64,
+    /// Requests that failed (non-202, errors).
+    pub errors: u64,
+    /// Received per second over the send duration.
+    pub throughput_per_s: f64,
+    /// Latency percentiles, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Maximum, ms.
+    pub max_ms: f64,
+    /// CPU seconds the server process used.
+    pub cpu_seconds: f64,
+    /// Peak resident memory of the server process, KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Collects receipts during a run.
+pub struct Collector {
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+    /// Ids seen by receivers.
+    pub seen: HashSet<String>,
+    /// Receipts of an id already seen.
+    pub duplicates: u64,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Self {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
+                Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
+            }),
+            seen: HashSet::new(),
+            duplicates: 0,
+        }
+    }
+}
+
+impl Collector {
+    /// Records a receipt of `id` at `now_us` since the run started.
+    pub fn receipt(&mut self, id: String, now_us: u64) {
+        if let Some(sent) = crate::sent_us(&id) {
+            let _ = self.latency.record(now_us.saturating_sub(sent).max(1));
+        }
+        if !self.seen.insert(id) {
+            self.duplicates += 1;
+        }
+    }
+
+    /// The run's figures.
+    pub fn finish(
+        &self,
+        system: &str,
+        accepted: &HashSet<String>,
+        errors: u64,
+        sending: Duration,
+    ) -> RunStats {
+        let lost = accepted
+            .iter()
+            .filter(|id| !self.seen.contains(*id))
+            .count() as u64;
+        let ms = |v: u64| v as f64 / 1000.0;
+        RunStats {
+            system: system.to_owned(),
+            accepted: accepted.len() as u64,
+            received: self.seen.len() as u64,
+            lost,
+            duplicated: self.duplicates,
+            errors,
+            throughput_per_s: self.seen.len() as f64 / sending.as_secs_f64().max(0.001),
+            p50_ms: ms(self.latency.value_at_quantile(0.5)),
+            p99_ms: ms(self.latency.value_at_quantile(0.99)),
+            max_ms: ms(self.latency.max()),
+            cpu_seconds: 0.0,
+            peak_rss_kib: 0,
+        }
+    }
+}
