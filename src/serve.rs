@@ -72,6 +72,11 @@ fn delivery_config(args: &ServeArgs) -> DeliveryConfig {
 
 /// Runs `serve` until SIGINT/SIGTERM, then drains within the grace period and returns.
 pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    // Every WebSocket is a file descriptor: use all the process may open.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(limit, "open files limit"),
+        Err(err) => warn!(cause = %err, "could not raise the open files limit"),
+    }
     let metrics = telemetry::init_metrics()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let instance = instance::resolve(args.instance_id.as_deref()).await;

@@ -7,8 +7,11 @@
 //! * `mqtt_load`: the same load as MQTT QoS 1 publishes and subscriptions against Mosquitto.
 //! * `stats`: what a run measured (latency histogram, throughput, lost and duplicated ids).
 //! * `report`: the markdown table and JSON, with our figures as ratios to the baseline.
-//! * `scenario`: the scenarios (`embedded` so far).
+//! * `idle`, `backlog`: memory per idle session; draining a large backlog.
+//! * `scenario`: the scenarios: `embedded`, `idle`, `backlog`.
 
+pub mod backlog;
+pub mod idle;
 pub mod mqtt_load;
 pub mod processes;
 pub mod report;

@@ -11,8 +11,12 @@ use clap::{Parser, ValueEnum};
 /// A scenario.
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum Scenario {
-    /// `serve` with its defaults.
+    /// `serve` with its defaults: throughput and latency.
     Embedded,
+    /// Memory per idle session (`--sessions`).
+    Idle,
+    /// An offline user with `--queued` envelopes connects and drains.
+    Backlog,
 }
 
 /// Load and latency harness of envelope-router, with Mosquitto as the baseline.
@@ -42,6 +46,12 @@ struct Args {
     /// The Mosquitto binary.
     #[arg(long, default_value = "/usr/sbin/mosquitto")]
     mosquitto_bin: PathBuf,
+    /// Idle sessions to open (idle scenario).
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Envelopes to queue (backlog scenario).
+    #[arg(long, default_value_t = 100_000)]
+    queued: usize,
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -57,12 +67,33 @@ async fn main() -> Result<()> {
         duration: args.duration,
         rate: args.rate,
     };
-    let report = match args.scenario {
-        Scenario::Embedded => scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
+    match args.scenario {
+        Scenario::Embedded => {
+            let report = scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
+                .await
+                .context("embedded scenario")?;
+            report.write(&args.out)?;
+            println!("{}", report.markdown());
+        }
+        Scenario::Idle => {
+            let report = scenario::idle(&args.router_bin, &args.mosquitto_bin, args.sessions)
+                .await
+                .context("idle scenario")?;
+            bench::report::write(&args.out, "idle", &report.markdown(), &report)?;
+            println!("{}", report.markdown());
+        }
+        Scenario::Backlog => {
+            let report = scenario::backlog(
+                &args.router_bin,
+                &args.mosquitto_bin,
+                args.queued,
+                args.payload,
+            )
             .await
-            .context("embedded scenario")?,
-    };
-    report.write(&args.out)?;
-    println!("{}", report.markdown());
+            .context("backlog scenario")?;
+            bench::report::write(&args.out, "backlog", &report.markdown(), &report)?;
+            println!("{}", report.markdown());
+        }
+    }
     Ok(())
 }

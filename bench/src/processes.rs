@@ -47,19 +47,41 @@ impl ServerProcess {
         (ticks(11) + ticks(12)) / 100.0
     }
 
+    /// Current resident set size (VmRSS), KiB.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.child.id(), "VmRSS:")
+    }
+
     /// Peak resident set size (VmHWM), KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
+        status_kib(self.child.id(), "VmHWM:")
     }
+}
+
+/// A `Vm…:` line of /proc/<pid>/status, KiB.
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-files limits (soft and, as root, hard) towards `wanted`, so it and
+/// the servers it starts can hold that many connections. Returns the soft limit in force.
+pub fn raise_open_files(wanted: u64) -> u64 {
+    use rlimit::Resource;
+    if let Ok((_, hard)) = Resource::NOFILE.get()
+        && hard < wanted
+    {
+        let _ = Resource::NOFILE.set(wanted, wanted);
+    }
+    rlimit::increase_nofile_limit(wanted).unwrap_or(0)
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -126,7 +148,7 @@ pub fn start_mosquitto(bin: &Path) -> Result<ServerProcess> {
     std::fs::write(
         &config,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nuser {}\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\nmax_inflight_messages 1000\nuser {}\n",
             user.trim()
         ),
     )?;

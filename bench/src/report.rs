@@ -92,3 +92,68 @@ impl Report {
         Ok(())
     }
 }
+
+/// The idle scenario's results.
+#[derive(Serialize)]
+pub struct IdleReport {
+    /// Our server.
+    pub router: crate::idle::IdleStats,
+    /// Mosquitto.
+    pub baseline: crate::idle::IdleStats,
+}
+
+/// The backlog scenario's results.
+#[derive(Serialize)]
+pub struct BacklogReport {
+    /// Our server.
+    pub router: crate::backlog::BacklogStats,
+    /// Mosquitto.
+    pub baseline: crate::backlog::BacklogStats,
+}
+
+/// Writes `name.md` and `name.json` under `dir`.
+pub fn write(dir: &Path, name: &str, markdown: &str, json: &impl Serialize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(format!("{name}.md")), markdown)?;
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(json)?,
+    )?;
+    Ok(())
+}
+
+impl IdleReport {
+    /// The markdown table.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "### idle\n\n| system | sessions | RSS before MiB | RSS after MiB | KiB per session |\n|---|---|---|---|---|\n",
+        );
+        for s in [&self.router, &self.baseline] {
+            out.push_str(&format!(
+                "| {} | {} | {:.1} | {:.1} | {:.2} |\n",
+                s.system,
+                s.sessions,
+                s.rss_before_kib as f64 / 1024.0,
+                s.rss_after_kib as f64 / 1024.0,
+                s.kib_per_session
+            ));
+        }
+        out
+    }
+}
+
+impl BacklogReport {
+    /// The markdown table.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "### backlog\n\n| system | queued | fill s | drain s | received |\n|---|---|---|---|---|\n",
+        );
+        for s in [&self.router, &self.baseline] {
+            out.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} | {} |\n",
+                s.system, s.queued, s.fill_seconds, s.drain_seconds, s.received
+            ));
+        }
+        out
+    }
+}

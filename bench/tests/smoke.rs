@@ -53,3 +53,21 @@ async fn the_embedded_scenario_runs_and_loses_nothing() {
     assert!(json["throughput_ratio"].as_f64().is_some_and(|r| r > 0.0));
     let _ = std::fs::remove_dir_all(out);
 }
+
+#[tokio::test]
+async fn the_idle_and_backlog_scenarios_run() {
+    let mosquitto = PathBuf::from(
+        std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into()),
+    );
+    let idle = scenario::idle(&router_bin(), &mosquitto, 50)
+        .await
+        .expect("idle");
+    assert_eq!(idle.router.sessions, 50);
+    assert_eq!(idle.baseline.sessions, 50);
+    assert!(idle.markdown().contains("| envelope-router | 50 |"));
+    let backlog = scenario::backlog(&router_bin(), &mosquitto, 200, 128)
+        .await
+        .expect("backlog");
+    assert_eq!(backlog.router.received, 200);
+    assert_eq!(backlog.baseline.received, 200);
+}
