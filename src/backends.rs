@@ -44,6 +44,8 @@ pub struct Backends {
     pub pair_limiter: Arc<dyn RateLimiter>,
     /// Deletes delivery topics of dead instances (`DELIVERY=pubsub` with the delivery role).
     pub janitor: Option<DeliveryJanitor>,
+    /// The embedded database, flushed on graceful shutdown (lazy acks become durable).
+    pub db: EmbeddedDb,
 }
 
 /// Rejects combinations that cannot work, before anything starts.
@@ -254,7 +256,7 @@ pub async fn build(
         };
     let devices: Arc<dyn DeviceTokenStore> = match args.device_tokens {
         DeviceTokenBackend::Embedded => {
-            Arc::new(EmbeddedDeviceTokenStore::new(db, clock.clone()).await?)
+            Arc::new(EmbeddedDeviceTokenStore::new(db.clone(), clock.clone()).await?)
         }
         DeviceTokenBackend::Redis => {
             Arc::new(RedisDeviceTokenStore::new(need_redis()?, clock.clone()))
@@ -283,6 +285,7 @@ pub async fn build(
         _ => None,
     };
     Ok(Backends {
+        db: db.clone(),
         janitor,
         bus,
         store,

@@ -99,6 +99,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     );
 
+    let db = ports.db.clone();
     let roles = args.role_set();
     info!(?roles, "roles");
     let shutdown_token = CancellationToken::new();
@@ -252,6 +253,9 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         Ok(Ok(Err(err))) => warn!(cause = %err, "HTTP server stopped with an error"),
         Ok(Err(err)) => warn!(cause = %err, "HTTP server task failed"),
         Err(_) => warn!("in-flight HTTP requests did not finish within the grace period"),
+    }
+    if let Err(err) = db.flush().await {
+        warn!(cause = %err, "final flush of the embedded database failed");
     }
     info!("envelope-router stopped");
     Ok(())

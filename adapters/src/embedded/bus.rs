@@ -300,9 +300,10 @@ struct EmbeddedAcker {
 impl Acknowledger for EmbeddedAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         let seq = self.ready.seq;
+        // A lost ack only redelivers the message after a crash; the processor dedupes it.
         self.inner
             .db
-            .write(move |txn| {
+            .write_lazy(move |txn| {
                 txn.open_table(PENDING)?.remove(seq)?;
                 Ok(())
             })

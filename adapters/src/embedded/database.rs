@@ -20,12 +20,19 @@ const WRITE_QUEUE: usize = 4096;
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// One queued write: applies itself to the batch's transaction, then waits for the commit.
-type WriteJob = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
+type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
+
+/// A write and whether it must be on disk when its caller hears back.
+struct WriteJob {
+    durable: bool,
+    op: WriteOp,
+}
 
 /// A cloneable handle on the embedded database.
 ///
 /// Writes are durable when they return: they are applied by a single writer thread that commits
 /// every queued write in one transaction (group commit), so concurrent callers share one fsync.
+/// Lazy writes (acks) skip the fsync when their batch holds no durable write.
 #[derive(Clone)]
 pub struct EmbeddedDb {
     db: Arc<Database>,
@@ -61,8 +68,27 @@ impl EmbeddedDb {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
+        self.submit(true, op).await
+    }
+
+    /// Like [`EmbeddedDb::write`], but may return before the write reaches the disk: a crash can
+    /// lose it. For writes whose loss only causes a redelivery (acks, purges), which saves an
+    /// fsync when a batch holds nothing else.
+    pub async fn write_lazy<T, F>(&self, op: F) -> Result<T, AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        self.submit(false, op).await
+    }
+
+    async fn submit<T, F>(&self, durable: bool, op: F) -> Result<T, AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<T, AdapterError>>();
-        let job: WriteJob = Box::new(move |txn| match op(txn) {
+        let op: WriteOp = Box::new(move |txn| match op(txn) {
             Ok(value) => (
                 true,
                 Box::new(move |committed| {
@@ -80,11 +106,17 @@ impl EmbeddedDb {
             }
         });
         self.writer
-            .send(job)
+            .send(WriteJob { durable, op })
             .await
             .map_err(|_| AdapterError::Database("writer thread stopped".into()))?;
         rx.await
             .map_err(|_| AdapterError::Database("writer thread stopped".into()))?
+    }
+
+    /// Makes every lazy write so far durable (one durable commit persists the non-durable ones
+    /// before it). Called on graceful shutdown.
+    pub async fn flush(&self) -> Result<(), AdapterError> {
+        self.write(|_| Ok(())).await
     }
 
     /// Runs `op` in a read transaction on the blocking pool.
@@ -114,7 +146,8 @@ fn write_loop(db: &Database, mut jobs: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        let txn = match db.begin_write() {
+        let durable = batch.iter().any(|job| job.durable);
+        let mut txn = match db.begin_write() {
             Ok(txn) => txn,
             Err(err) => {
                 error!(cause = %err, "embedded database cannot begin a write");
@@ -122,10 +155,13 @@ fn write_loop(db: &Database, mut jobs: mpsc::Receiver<WriteJob>) {
                 continue;
             }
         };
+        if !durable && let Err(err) = txn.set_durability(redb::Durability::None) {
+            error!(cause = %err, "cannot relax durability; committing durably");
+        }
         let mut all_ok = true;
         let mut completions = Vec::with_capacity(batch.len());
         for job in batch {
-            let (ok, completion) = job(&txn);
+            let (ok, completion) = (job.op)(&txn);
             all_ok &= ok;
             completions.push(completion);
         }

@@ -238,8 +238,9 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
     async fn ack(&self, user: &UserUrn, ids: &[MessageId]) -> Result<usize, StoreError> {
         let owner = user.clone();
         let ids = ids.to_vec();
+        // A lost ack only redelivers the envelope after a crash (at least once); no fsync needed.
         self.db
-            .write(move |txn| {
+            .write_lazy(move |txn| {
                 let user = owner.as_str();
                 let mut index = txn.open_table(QUEUE_IDS)?;
                 let mut queue = txn.open_table(QUEUE)?;
@@ -352,7 +353,7 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
             let now = self.clock.now_ms();
             let purged = self
                 .db
-                .write(move |txn| {
+                .write_lazy(move |txn| {
                     let mut purged = 0u64;
                     let mut expiry = txn.open_table(EXPIRY)?;
                     let mut index = txn.open_table(QUEUE_IDS)?;
