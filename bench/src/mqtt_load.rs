@@ -112,17 +112,7 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
     }
     let sending = sending_started.elapsed();
     let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let drain_deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < drain_deadline {
-        let done = {
-            let collector = collector.lock().unwrap_or_else(|p| p.into_inner());
-            accepted.iter().all(|id| collector.seen.contains(id))
-        };
-        if done {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::stats::wait_for_receipts(&collector, &accepted, Duration::from_secs(10)).await;
     for task in tasks {
         task.abort();
     }

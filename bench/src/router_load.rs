@@ -151,18 +151,7 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
     }
     let sending = sending_started.elapsed();
     let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    // Let the last envelopes arrive.
-    let drain_deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < drain_deadline {
-        let done = {
-            let collector = collector.lock().unwrap_or_else(|p| p.into_inner());
-            accepted.iter().all(|id| collector.seen.contains(id))
-        };
-        if done {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::stats::wait_for_receipts(&collector, &accepted, Duration::from_secs(10)).await;
     let _ = stop_tx.send(true);
     for receiver in receivers {
         let _ = receiver.await;

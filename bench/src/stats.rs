@@ -1,7 +1,8 @@
 //! What one run measured.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -95,5 +96,24 @@ impl Collector {
             cpu_seconds: 0.0,
             peak_rss_kib: 0,
         }
+    }
+}
+
+/// Waits until every accepted id was received, or `within` passed (the last envelopes of a run).
+pub async fn wait_for_receipts(
+    collector: &Arc<Mutex<Collector>>,
+    accepted: &HashSet<String>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let done = {
+            let collector = collector.lock().unwrap_or_else(|p| p.into_inner());
+            accepted.iter().all(|id| collector.seen.contains(id))
+        };
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
