@@ -64,10 +64,9 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
         let (acks_tx, mut acks) = mpsc::channel::<()>(1024);
         tasks.push(tokio::spawn(async move {
             while let Ok(event) = eventloop.poll().await {
-                if let Event::Incoming(Packet::PubAck(_)) = event
-                    && acks_tx.send(()).await.is_err()
-                {
-                    break;
+                // Never block the event loop: in open loop nobody waits for acks.
+                if let Event::Incoming(Packet::PubAck(_)) = event {
+                    let _ = acks_tx.try_send(());
                 }
             }
         }));
