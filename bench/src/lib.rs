@@ -8,7 +8,7 @@
 //! * `stats`: what a run measured (latency histogram, throughput, lost and duplicated ids).
 //! * `report`: the markdown table and JSON, with our figures as ratios to the baseline.
 //! * `idle`, `backlog`: memory per idle session; draining a large backlog.
-//! * `scenario`: the scenarios: `embedded`, `idle`, `backlog`.
+//! * `scenario`: the scenarios: `embedded`, `redis`, `idle`, `backlog`.
 
 pub mod backlog;
 pub mod idle;

@@ -13,6 +13,8 @@ use clap::{Parser, ValueEnum};
 enum Scenario {
     /// `serve` with its defaults: throughput and latency.
     Embedded,
+    /// The same load with presence, queues and rate limits in Redis (`--redis-url`).
+    Redis,
     /// Memory per idle session (`--sessions`).
     Idle,
     /// An offline user with `--queued` envelopes connects and drains.
@@ -52,6 +54,9 @@ struct Args {
     /// Envelopes to queue (backlog scenario).
     #[arg(long, default_value_t = 100_000)]
     queued: usize,
+    /// Redis of the redis scenario (a scratch instance).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    redis_url: String,
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -72,6 +77,18 @@ async fn main() -> Result<()> {
             let report = scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
                 .await
                 .context("embedded scenario")?;
+            report.write(&args.out)?;
+            println!("{}", report.markdown());
+        }
+        Scenario::Redis => {
+            let report = scenario::redis(
+                &args.router_bin,
+                &args.mosquitto_bin,
+                &load,
+                &args.redis_url,
+            )
+            .await
+            .context("redis scenario")?;
             report.write(&args.out)?;
             println!("{}", report.markdown());
         }

@@ -10,7 +10,53 @@ use crate::{Load, mqtt_load, router_load};
 
 /// `embedded`: `serve` with its defaults (local bus, embedded store, memory presence).
 pub async fn embedded(router_bin: &Path, mosquitto_bin: &Path, load: &Load) -> Result<Report> {
-    let router = start_router(router_bin, &[])?;
+    with_router_env("embedded", router_bin, mosquitto_bin, load, &[]).await
+}
+
+/// `redis`: presence, queues and rate limits in Redis at `redis_url` (a key prefix of its own,
+/// deleted after the run).
+pub async fn redis(
+    router_bin: &Path,
+    mosquitto_bin: &Path,
+    load: &Load,
+    redis_url: &str,
+) -> Result<Report> {
+    let prefix = format!("er-bench-{}:", std::process::id());
+    let env = [
+        ("PRESENCE", "redis"),
+        ("STORE", "redis"),
+        ("RATE_LIMIT", "redis"),
+        ("REDIS_URL", redis_url),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let report = with_router_env("redis", router_bin, mosquitto_bin, load, &env).await;
+    delete_prefix(redis_url, &prefix).await?;
+    report
+}
+
+/// Deletes the run's keys, so a shared Redis keeps nothing of the benchmark.
+async fn delete_prefix(redis_url: &str, prefix: &str) -> Result<()> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// Runs the router with `env` and then the baseline under `load`.
+async fn with_router_env(
+    name: &str,
+    router_bin: &Path,
+    mosquitto_bin: &Path,
+    load: &Load,
+    env: &[(&str, &str)],
+) -> Result<Report> {
+    let router = start_router(router_bin, env)?;
     let outcome = router_load::run(&router.addr, load).await?;
     let mut ours = outcome.collector.finish(
         "envelope-router",
@@ -32,7 +78,7 @@ pub async fn embedded(router_bin: &Path, mosquitto_bin: &Path, load: &Load) -> R
     );
     theirs.cpu_seconds = broker.cpu_seconds();
     theirs.peak_rss_kib = broker.peak_rss_kib();
-    Ok(Report::new("embedded", load, ours, theirs))
+    Ok(Report::new(name, load, ours, theirs))
 }
 
 /// `idle`: `sessions` idle WebSocket sessions (router) and MQTT connections (Mosquitto); memory

@@ -71,3 +71,25 @@ async fn the_idle_and_backlog_scenarios_run() {
     assert_eq!(backlog.router.received, 200);
     assert_eq!(backlog.baseline.received, 200);
 }
+
+#[tokio::test]
+async fn the_redis_scenario_runs_and_loses_nothing() {
+    let url = std::env::var("REDIS_URL")
+        .expect("REDIS_URL is not set: run ./infra/test.sh, which starts redis-server");
+    let mosquitto = PathBuf::from(
+        std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into()),
+    );
+    let load = Load {
+        receivers: 4,
+        senders: 2,
+        payload: 256,
+        duration: Duration::from_secs(1),
+        rate: None,
+    };
+    let report = scenario::redis(&router_bin(), &mosquitto, &load, &url)
+        .await
+        .expect("redis scenario");
+    assert_eq!(report.scenario, "redis");
+    assert!(report.router.received > 0);
+    assert_eq!(report.router.lost, 0);
+}
