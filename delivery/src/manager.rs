@@ -358,17 +358,15 @@ impl ConnectionManager {
         }
     }
 
-    fn forget(&self, user: &UserUrn, id: &SessionId) -> bool {
+    /// Drops a session from this instance's map.
+    fn forget(&self, user: &UserUrn, id: &SessionId) {
         let mut sessions = self.lock_sessions();
-        let Some(list) = sessions.get_mut(user) else {
-            return false;
-        };
-        list.retain(|s| &s.id != id);
-        let last = list.is_empty();
-        if last {
-            sessions.remove(user);
+        if let Some(list) = sessions.get_mut(user) {
+            list.retain(|s| &s.id != id);
+            if list.is_empty() {
+                sessions.remove(user);
+            }
         }
-        last
     }
 
     /// Closes a session: out of presence, and a wake-up if it was the user's last live session

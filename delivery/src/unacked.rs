@@ -52,11 +52,6 @@ impl UnackedTracker {
         due
     }
 
-    /// How many envelopes wait for an ack.
-    pub fn len(&self) -> usize {
-        self.deadlines.len()
-    }
-
     /// Whether nothing waits for an ack.
     pub fn is_empty(&self) -> bool {
         self.deadlines.is_empty()

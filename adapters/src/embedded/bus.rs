@@ -181,14 +181,6 @@ impl EmbeddedBus {
         });
         Ok(bus)
     }
-
-    /// How many messages sit in the dead-letter table.
-    pub async fn dead_letter_count(&self) -> Result<u64, AdapterError> {
-        self.inner
-            .db
-            .read(|txn| Ok(txn.open_table(DEAD)?.len()?))
-            .await
-    }
 }
 
 #[async_trait]

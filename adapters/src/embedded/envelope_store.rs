@@ -66,6 +66,24 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Up to [`PURGE_BATCH`] keys of a time-ordered index (`expiry`, `dedupe_expiry`) due by `now`.
+fn due_entries(
+    index: &impl ReadableTable<(u64, &'static str, &'static str), ()>,
+    now: u64,
+) -> Result<Vec<(u64, String, String)>, redb::Error> {
+    index
+        .range((0, "", "")..(now + 1, "", ""))?
+        .take(PURGE_BATCH)
+        .map(|entry| {
+            entry.map(|(key, _)| {
+                let (at, user, id) = key.value();
+                (at, user.to_owned(), id.to_owned())
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(redb::Error::from)
+}
+
 fn unavailable(err: AdapterError) -> StoreError {
     StoreError::Unavailable(err.to_string())
 }
@@ -358,16 +376,7 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                     let mut expiry = txn.open_table(EXPIRY)?;
                     let mut index = txn.open_table(QUEUE_IDS)?;
                     let mut queue = txn.open_table(QUEUE)?;
-                    let due: Vec<(u64, String, String)> = expiry
-                        .range((0, "", "")..(now + 1, "", ""))?
-                        .take(PURGE_BATCH)
-                        .map(|e| {
-                            e.map(|(k, _)| {
-                                let (at, user, id) = k.value();
-                                (at, user.to_owned(), id.to_owned())
-                            })
-                        })
-                        .collect::<Result<_, _>>()?;
+                    let due = due_entries(&expiry, now)?;
                     for (at, user, id) in &due {
                         expiry.remove((*at, user.as_str(), id.as_str()))?;
                         if let Some(position) = index.remove((user.as_str(), id.as_str()))? {
@@ -378,26 +387,19 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                     }
                     let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
                     let mut dedupe = txn.open_table(DEDUPE)?;
-                    let stale: Vec<(u64, String, String)> = dedupe_expiry
-                        .range((0, "", "")..(now + 1, "", ""))?
-                        .take(PURGE_BATCH)
-                        .map(|e| {
-                            e.map(|(k, _)| {
-                                let (at, user, id) = k.value();
-                                (at, user.to_owned(), id.to_owned())
-                            })
-                        })
-                        .collect::<Result<_, _>>()?;
+                    let stale = due_entries(&dedupe_expiry, now)?;
                     for (at, user, id) in &stale {
                         dedupe_expiry.remove((*at, user.as_str(), id.as_str()))?;
                         dedupe.remove((user.as_str(), id.as_str()))?;
                     }
-                    Ok((purged, due.len() + stale.len()))
+                    // Another round only while a batch came back full.
+                    let more = due.len() == PURGE_BATCH || stale.len() == PURGE_BATCH;
+                    Ok((purged, more))
                 })
                 .await
                 .map_err(unavailable)?;
             total += purged.0;
-            if purged.1 < PURGE_BATCH {
+            if !purged.1 {
                 return Ok(total);
             }
         }

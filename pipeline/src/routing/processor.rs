@@ -107,7 +107,7 @@ impl Processor {
             .get(ATTR_INGESTED_AT)
             .and_then(|at| at.parse::<u64>().ok());
         let routed = self.route_stored(&envelope, json, ingested_at).await?;
-        self.record_lag(message);
+        self.record_lag(ingested_at);
         Ok(routed)
     }
 
@@ -163,12 +163,8 @@ impl Processor {
         Ok(Routed::Offline)
     }
 
-    fn record_lag(&self, message: &BusMessage) {
-        if let Some(ingested) = message
-            .attributes
-            .get(ATTR_INGESTED_AT)
-            .and_then(|at| at.parse::<u64>().ok())
-        {
+    fn record_lag(&self, ingested_at_ms: Option<u64>) {
+        if let Some(ingested) = ingested_at_ms {
             let lag = self.clock.now_ms().saturating_sub(ingested) as f64 / 1000.0;
             metrics::histogram!("envelope_router_routing_lag_seconds").record(lag);
         }
