@@ -99,6 +99,70 @@ fn decode_cursor(cursor: &BacklogCursor) -> Result<(u8, u64), StoreError> {
     Ok((lane, seq))
 }
 
+/// The clock readings one enqueue batch uses.
+#[derive(Clone, Copy)]
+struct EnqueueTimes {
+    now: u64,
+    expires_at: u64,
+    dedupe_until: u64,
+}
+
+/// Enqueues `envelopes` in order in `txn`, opening each table once: a known id within its
+/// dedupe window (also one earlier in the same batch) is a duplicate.
+fn enqueue_all(
+    txn: &redb::WriteTransaction,
+    envelopes: &[QueuedEnvelope],
+    times: EnqueueTimes,
+) -> Result<Vec<EnqueueOutcome>, redb::Error> {
+    let mut dedupe = txn.open_table(DEDUPE)?;
+    let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
+    let mut meta = txn.open_table(META)?;
+    let mut ids = txn.open_table(QUEUE_IDS)?;
+    let mut queue = txn.open_table(QUEUE)?;
+    let mut expiry = txn.open_table(EXPIRY)?;
+    let mut seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0);
+    let mut outcomes = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        let user = envelope.recipient.as_str();
+        let id = envelope.message_id.as_str();
+        if let Some(until) = dedupe.get((user, id))?
+            && until.value() > times.now
+        {
+            outcomes.push(EnqueueOutcome::Duplicate);
+            continue;
+        }
+        if let Some(old) = dedupe.insert((user, id), times.dedupe_until)? {
+            dedupe_expiry.remove((old.value(), user, id))?;
+        }
+        dedupe_expiry.insert((times.dedupe_until, user, id), ())?;
+        seq += 1;
+        let lane = if envelope.express {
+            EXPRESS_LANE
+        } else {
+            NORMAL_LANE
+        };
+        let record = Record {
+            expires_at_ms: times.expires_at,
+            message_id: id,
+            json: &envelope.json,
+        };
+        // An id past its dedupe window but still queued is replaced, not doubled.
+        if let Some(old) = ids.insert((user, id), (lane, seq))? {
+            let (old_lane, old_seq) = old.value();
+            if let Some(bytes) = queue.remove((user, old_lane, old_seq))?
+                && let Ok(old_record) = Record::decode(bytes.value())
+            {
+                expiry.remove((old_record.expires_at_ms, user, id))?;
+            }
+        }
+        queue.insert((user, lane, seq), record.encode().as_slice())?;
+        expiry.insert((times.expires_at, user, id), ())?;
+        outcomes.push(EnqueueOutcome::Stored);
+    }
+    meta.insert(SEQ_KEY, seq)?;
+    Ok(outcomes)
+}
+
 /// The embedded envelope store.
 #[derive(Clone)]
 pub struct EmbeddedEnvelopeStore {
@@ -135,55 +199,29 @@ impl EmbeddedEnvelopeStore {
 #[async_trait]
 impl EnvelopeStore for EmbeddedEnvelopeStore {
     async fn enqueue(&self, envelope: &QueuedEnvelope) -> Result<EnqueueOutcome, StoreError> {
-        let now = self.clock.now_ms();
-        let expires_at = now + self.retention.envelopes.as_millis() as u64;
-        let dedupe_until = now + self.retention.dedupe.as_millis() as u64;
-        let envelope = envelope.clone();
-        self.db
-            .write(move |txn| {
-                let user = envelope.recipient.as_str();
-                let id = envelope.message_id.as_str();
-                let mut dedupe = txn.open_table(DEDUPE)?;
-                if let Some(until) = dedupe.get((user, id))?
-                    && until.value() > now
-                {
-                    return Ok(EnqueueOutcome::Duplicate);
-                }
-                let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
-                if let Some(old) = dedupe.insert((user, id), dedupe_until)? {
-                    dedupe_expiry.remove((old.value(), user, id))?;
-                }
-                dedupe_expiry.insert((dedupe_until, user, id), ())?;
+        let outcomes = self.enqueue_many(std::slice::from_ref(envelope)).await?;
+        outcomes
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Unavailable("enqueue returned no outcome".into()))
+    }
 
-                let mut meta = txn.open_table(META)?;
-                let seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0) + 1;
-                meta.insert(SEQ_KEY, seq)?;
-                let lane = if envelope.express {
-                    EXPRESS_LANE
-                } else {
-                    NORMAL_LANE
-                };
-                let record = Record {
-                    expires_at_ms: expires_at,
-                    message_id: id,
-                    json: &envelope.json,
-                };
-                let mut ids = txn.open_table(QUEUE_IDS)?;
-                let mut queue = txn.open_table(QUEUE)?;
-                let mut expiry = txn.open_table(EXPIRY)?;
-                // An id past its dedupe window but still queued is replaced, not doubled.
-                if let Some(old) = ids.insert((user, id), (lane, seq))? {
-                    let (old_lane, old_seq) = old.value();
-                    if let Some(bytes) = queue.remove((user, old_lane, old_seq))?
-                        && let Ok(old_record) = Record::decode(bytes.value())
-                    {
-                        expiry.remove((old_record.expires_at_ms, user, id))?;
-                    }
-                }
-                queue.insert((user, lane, seq), record.encode().as_slice())?;
-                expiry.insert((expires_at, user, id), ())?;
-                Ok(EnqueueOutcome::Stored)
-            })
+    async fn enqueue_many(
+        &self,
+        envelopes: &[QueuedEnvelope],
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        if envelopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now_ms();
+        let times = EnqueueTimes {
+            now,
+            expires_at: now + self.retention.envelopes.as_millis() as u64,
+            dedupe_until: now + self.retention.dedupe.as_millis() as u64,
+        };
+        let envelopes = envelopes.to_vec();
+        self.db
+            .write(move |txn| enqueue_all(txn, &envelopes, times))
             .await
             .map_err(unavailable)
     }

@@ -54,6 +54,22 @@ pub trait EnvelopeStore: Send + Sync + 'static {
     /// Adds `envelope` to its recipient's queue unless its id is already known (one atomic step).
     async fn enqueue(&self, envelope: &QueuedEnvelope) -> Result<EnqueueOutcome, StoreError>;
 
+    /// Enqueues `envelopes` in order, as [`EnvelopeStore::enqueue`] would one by one (a repeated
+    /// id within the batch is a duplicate), in one write where the backend allows.
+    ///
+    /// On an error, any prefix may have been stored; the caller retries the whole batch and
+    /// the dedupe window makes the retry idempotent.
+    async fn enqueue_many(
+        &self,
+        envelopes: &[QueuedEnvelope],
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            outcomes.push(self.enqueue(envelope).await?);
+        }
+        Ok(outcomes)
+    }
+
     /// Reads up to `limit` envelopes of `user`'s queue after `after` (from the start when `None`).
     async fn backlog(
         &self,

@@ -18,9 +18,10 @@ use crate::ports::bus::{
 };
 use crate::ports::delivery_channel::{DeliveryChannel, DeliveryItem};
 use crate::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
-use crate::ports::presence::PresenceStore;
+use crate::ports::presence::{PresenceStore, SessionInfo};
 use crate::routing::transformer::transform;
 use crate::routing::wakeup::{WakeReason, Wakeups};
+use crate::urn::UserUrn;
 
 /// What the processor did with an envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,58 +83,145 @@ impl Processor {
         message: &BusMessage,
         attempt: u32,
     ) -> Result<Routed, ProcessError> {
-        let (envelope, json) =
-            transform(message).map_err(|err| ProcessError::Permanent(err.to_string()))?;
-        if !envelope.ephemeral {
-            let queued = QueuedEnvelope {
+        self.process_batch(&[(message, attempt)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(ProcessError::Transient("empty batch".into())))
+    }
+
+    /// Routes `batch` (messages with their delivery attempts) in order, as
+    /// [`Processor::process`] would one by one, with one store write for all of them and one
+    /// presence lookup; returns one result per message, in order.
+    ///
+    /// A store failure fails every stored envelope of the batch (transient: nacked, retried).
+    pub async fn process_batch(
+        &self,
+        batch: &[(&BusMessage, u32)],
+    ) -> Vec<Result<Routed, ProcessError>> {
+        let mut results: Vec<Option<Result<Routed, ProcessError>>> =
+            (0..batch.len()).map(|_| None).collect();
+        let mut parsed = Vec::with_capacity(batch.len());
+        for (index, (message, _)) in batch.iter().enumerate() {
+            match transform(message) {
+                Ok((envelope, json)) => parsed.push((index, envelope, json)),
+                Err(err) => results[index] = Some(Err(ProcessError::Permanent(err.to_string()))),
+            }
+        }
+        // (1) Store every non-ephemeral envelope in one write.
+        let queued: Vec<QueuedEnvelope> = parsed
+            .iter()
+            .filter(|(_, envelope, _)| !envelope.ephemeral)
+            .map(|(_, envelope, json)| QueuedEnvelope {
                 message_id: envelope.message_id.clone(),
                 recipient: envelope.recipient.clone(),
                 express: envelope.priority.is_express(),
                 json: json.clone(),
-            };
-            let outcome = self
-                .store
-                .enqueue(&queued)
-                .await
-                .map_err(|err| ProcessError::Transient(err.to_string()))?;
-            if outcome == EnqueueOutcome::Duplicate && attempt <= 1 {
+            })
+            .collect();
+        let stored = if queued.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.enqueue_many(&queued).await
+        };
+        let mut outcomes = match stored {
+            Ok(outcomes) if outcomes.len() == queued.len() => outcomes.into_iter(),
+            failed => {
+                let cause = match failed {
+                    Err(err) => err.to_string(),
+                    Ok(_) => "the store answered a different number of outcomes".into(),
+                };
+                for (index, envelope, _) in &parsed {
+                    if !envelope.ephemeral {
+                        results[*index] = Some(Err(ProcessError::Transient(cause.clone())));
+                    }
+                }
+                Vec::new().into_iter()
+            }
+        };
+        let mut to_route = Vec::with_capacity(parsed.len());
+        for (index, envelope, json) in parsed {
+            if results[index].is_some() {
+                continue;
+            }
+            if !envelope.ephemeral
+                && outcomes.next() == Some(EnqueueOutcome::Duplicate)
+                && batch[index].1 <= 1
+            {
                 debug!(message_id = %envelope.message_id, recipient = %envelope.recipient, "duplicate messageId dropped");
                 metrics::counter!("envelope_router_envelopes_total", "stage" => "processor", "outcome" => "duplicate").increment(1);
-                return Ok(Routed::Duplicate);
+                results[index] = Some(Ok(Routed::Duplicate));
+                continue;
             }
+            to_route.push((index, envelope, json));
         }
-        let ingested_at = message
-            .attributes
-            .get(ATTR_INGESTED_AT)
-            .and_then(|at| at.parse::<u64>().ok());
-        let routed = self.route_stored(&envelope, json, ingested_at).await?;
-        self.record_lag(ingested_at);
-        Ok(routed)
+        // (2) and (3): one presence lookup for the batch, then hand-offs in bus order.
+        let recipients: Vec<UserUrn> = to_route
+            .iter()
+            .map(|(_, envelope, _)| envelope.recipient.clone())
+            .collect();
+        let sessions = self.lookup(&recipients).await;
+        for ((index, envelope, json), sessions) in to_route.into_iter().zip(sessions) {
+            let ingested_at = batch[index]
+                .0
+                .attributes
+                .get(ATTR_INGESTED_AT)
+                .and_then(|at| at.parse::<u64>().ok());
+            let routed = match sessions {
+                Ok(sessions) => {
+                    let routed = self
+                        .route_stored(&envelope, json, sessions, ingested_at)
+                        .await;
+                    self.record_lag(ingested_at);
+                    Ok(routed)
+                }
+                Err(cause) => Err(ProcessError::Transient(cause)),
+            };
+            results[index] = Some(routed);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ProcessError::Transient("not routed".into()))))
+            .collect()
     }
 
-    /// Steps 2 and 3: hand to live sessions, or wake the recipient.
+    /// The live sessions of each of `users` (one lookup), or the lookup's error for each.
+    async fn lookup(&self, users: &[UserUrn]) -> Vec<Result<Vec<SessionInfo>, String>> {
+        if users.is_empty() {
+            return Vec::new();
+        }
+        match self.presence.sessions_many(users).await {
+            Ok(all) if all.len() == users.len() => {
+                for sessions in &all {
+                    let found = if sessions.is_empty() {
+                        "offline"
+                    } else {
+                        "online"
+                    };
+                    metrics::counter!("envelope_router_presence_lookups_total", "outcome" => found)
+                        .increment(1);
+                }
+                all.into_iter().map(Ok).collect()
+            }
+            failed => {
+                metrics::counter!("envelope_router_presence_lookups_total", "outcome" => "error")
+                    .increment(users.len() as u64);
+                let cause = match failed {
+                    Err(err) => err.to_string(),
+                    Ok(_) => "presence answered a different number of users".into(),
+                };
+                users.iter().map(|_| Err(cause.clone())).collect()
+            }
+        }
+    }
+
+    /// Steps 2 and 3: hand to the instances holding `sessions`, or wake the recipient.
     async fn route_stored(
         &self,
         envelope: &Envelope,
         json: Arc<str>,
+        sessions: Vec<SessionInfo>,
         ingested_at_ms: Option<u64>,
-    ) -> Result<Routed, ProcessError> {
-        let sessions = self
-            .presence
-            .sessions(&envelope.recipient)
-            .await
-            .map_err(|err| {
-                metrics::counter!("envelope_router_presence_lookups_total", "outcome" => "error")
-                    .increment(1);
-                ProcessError::Transient(err.to_string())
-            })?;
-        let found = if sessions.is_empty() {
-            "offline"
-        } else {
-            "online"
-        };
-        metrics::counter!("envelope_router_presence_lookups_total", "outcome" => found)
-            .increment(1);
+    ) -> Routed {
         let instances: BTreeSet<_> = sessions.into_iter().map(|s| s.instance).collect();
         let mut handed = 0usize;
         for instance in &instances {
@@ -153,14 +241,14 @@ impl Processor {
         }
         if handed > 0 {
             metrics::counter!("envelope_router_envelopes_total", "stage" => "processor", "outcome" => "delivered").increment(1);
-            return Ok(Routed::Delivered);
+            return Routed::Delivered;
         }
         metrics::counter!("envelope_router_envelopes_total", "stage" => "processor", "outcome" => "offline").increment(1);
         if !envelope.ephemeral {
             self.wakeups
                 .wake_in_background(&envelope.recipient, WakeReason::Offline);
         }
-        Ok(Routed::Offline)
+        Routed::Offline
     }
 
     fn record_lag(&self, ingested_at_ms: Option<u64>) {
@@ -170,9 +258,28 @@ impl Processor {
         }
     }
 
-    /// Settles one received message by the outcome of [`Processor::process`].
-    async fn handle(&self, bus: &dyn EnvelopeBus, received: ReceivedMessage) {
-        let result = self.process(&received.message, received.attempt).await;
+    /// Routes `batch` and settles each message by its outcome, the acks all at once.
+    async fn handle_batch(&self, bus: &dyn EnvelopeBus, batch: Vec<ReceivedMessage>) {
+        let results = {
+            let messages: Vec<(&BusMessage, u32)> = batch
+                .iter()
+                .map(|received| (&received.message, received.attempt))
+                .collect();
+            self.process_batch(&messages).await
+        };
+        let settles = batch
+            .into_iter()
+            .zip(results)
+            .map(|(received, result)| Self::settle(bus, received, result));
+        futures_util::future::join_all(settles).await;
+    }
+
+    /// Acks, nacks or dead-letters one received message by its routing `result`.
+    async fn settle(
+        bus: &dyn EnvelopeBus,
+        received: ReceivedMessage,
+        result: Result<Routed, ProcessError>,
+    ) {
         let settled = match result {
             Ok(_) => {
                 metrics::counter!("envelope_router_bus_total", "op" => "ack").increment(1);
@@ -223,8 +330,11 @@ impl Processor {
             let processor = self.clone();
             let bus = bus.clone();
             tracker.spawn(async move {
-                while let Some(received) = receiver.recv().await {
-                    processor.handle(bus.as_ref(), received).await;
+                let mut batch = Vec::with_capacity(SHARD_BATCH);
+                while receiver.recv_many(&mut batch, SHARD_BATCH).await > 0 {
+                    processor
+                        .handle_batch(bus.as_ref(), std::mem::take(&mut batch))
+                        .await;
                 }
             });
             shards.push(sender);
@@ -250,7 +360,10 @@ impl Processor {
 }
 
 /// Messages a worker holds before the consumer waits for it (backpressure to the bus).
-const SHARD_QUEUE: usize = 32;
+const SHARD_QUEUE: usize = 64;
+
+/// Most messages a worker routes together (one store write, one presence lookup).
+const SHARD_BATCH: usize = 64;
 
 /// The worker of `message`: by recipient attribute, else by content.
 fn shard_of(message: &BusMessage, shards: usize) -> usize {

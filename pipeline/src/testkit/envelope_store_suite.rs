@@ -53,6 +53,45 @@ where
     let alice = user(namespace, "alice");
     let bob = user(namespace, "bob");
 
+    // A batch enqueues in order as one-by-one would: a repeated id in it is a duplicate, and
+    // retrying the whole batch (after a failed write) changes nothing.
+    let carol = user(namespace, "carol");
+    let batch = [
+        queued(&carol, "b1", false),
+        queued(&carol, "b2", true),
+        queued(&carol, "b1", false),
+        queued(&carol, "b3", false),
+    ];
+    assert_eq!(
+        store.enqueue_many(&batch).await.expect("enqueue_many"),
+        vec![
+            EnqueueOutcome::Stored,
+            EnqueueOutcome::Stored,
+            EnqueueOutcome::Duplicate,
+            EnqueueOutcome::Stored
+        ]
+    );
+    assert_eq!(
+        store.enqueue_many(&batch).await.expect("retry"),
+        vec![EnqueueOutcome::Duplicate; 4]
+    );
+    assert!(
+        store
+            .enqueue_many(&[])
+            .await
+            .expect("empty batch")
+            .is_empty()
+    );
+    assert_eq!(
+        all_ids(store.as_ref(), &carol, 10).await,
+        ["b2", "b1", "b3"]
+    );
+    let carol_ids: Vec<MessageId> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|id| MessageId::parse(id).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert_eq!(store.ack(&carol, &carol_ids).await.expect("ack"), 3);
+
     // Empty queue.
     assert!(all_ids(store.as_ref(), &alice, 10).await.is_empty());
     assert_eq!(store.depth(&alice).await.expect("depth"), 0);
