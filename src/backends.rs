@@ -22,15 +22,18 @@ use pipeline::ports::{
     DeliveryChannel, DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore, PushSender,
     RateLimiter, Retention,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{
     ApnsEnvironment, ApnsPushKind, BusBackend, DeliveryBackend, DeviceTokenBackend, GlobalArgs,
     PresenceBackend, PushBackend, RateLimitBackend, ServeArgs, StoreBackend,
 };
 
-/// The embedded database file inside `DATA_DIR`.
+/// The embedded database file inside `DATA_DIR`: queues and device tokens.
 const DB_FILE: &str = "router.redb";
+/// The embedded bus's log folder inside `DATA_DIR`: its own files and writer thread, so bus
+/// appends commit in parallel with queue writes.
+const BUS_DIR: &str = "bus";
 
 /// Every port the roles use.
 pub struct Backends {
@@ -46,6 +49,8 @@ pub struct Backends {
     pub janitor: Option<DeliveryJanitor>,
     /// The embedded database, flushed on graceful shutdown (lazy acks become durable).
     pub db: EmbeddedDb,
+    /// The embedded bus (`BUS=memory`), whose log is flushed on graceful shutdown too.
+    pub embedded_bus: Option<EmbeddedBus>,
 }
 
 /// Rejects combinations that cannot work, before anything starts.
@@ -183,6 +188,7 @@ pub async fn build(
     let db_path = global.data_dir.join(DB_FILE);
     let db = EmbeddedDb::open(&db_path)?;
     info!(path = %db_path.display(), "embedded database open");
+    let mut embedded_bus = None;
     let redis = redis(args).await?;
     let need_redis = || redis.clone().context("Redis backend without a connection");
 
@@ -192,7 +198,24 @@ pub async fn build(
         ..EmbeddedBusConfig::default()
     };
     let bus: Arc<dyn EnvelopeBus> = match args.bus {
-        BusBackend::Memory => Arc::new(EmbeddedBus::open(db.clone(), bus_config).await?),
+        BusBackend::Memory => {
+            let bus = EmbeddedBus::open(&global.data_dir.join(BUS_DIR), bus_config).await?;
+            embedded_bus = Some(bus.clone());
+            // Messages an older version left pending in the queues' file move onto the log
+            // (in the background: publishing waits for room the processor makes).
+            let adopting = bus.clone();
+            let legacy = db.clone();
+            tokio::spawn(async move {
+                match adopting.adopt_pending(&legacy).await {
+                    Ok(0) => {}
+                    Ok(adopted) => info!(adopted, "moved pending bus messages onto the bus log"),
+                    Err(err) => {
+                        warn!(cause = %err, "could not move an older version's pending bus messages; they stay in {DB_FILE} for the next start")
+                    }
+                }
+            });
+            Arc::new(bus)
+        }
         BusBackend::Pubsub => Arc::new(
             PubSubBus::connect(pubsub_config(args), args.role_set().processor)
                 .await
@@ -286,6 +309,7 @@ pub async fn build(
     };
     Ok(Backends {
         db: db.clone(),
+        embedded_bus,
         janitor,
         bus,
         store,

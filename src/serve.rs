@@ -100,6 +100,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let db = ports.db.clone();
+    let embedded_bus = ports.embedded_bus.clone();
     let roles = args.role_set();
     info!(?roles, "roles");
     let shutdown_token = CancellationToken::new();
@@ -256,6 +257,11 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Err(err) = db.flush().await {
         warn!(cause = %err, "final flush of the embedded database failed");
+    }
+    if let Some(bus) = embedded_bus
+        && let Err(err) = bus.flush().await
+    {
+        warn!(cause = %err, "final flush of the embedded bus log failed");
     }
     info!("envelope-router stopped");
     Ok(())

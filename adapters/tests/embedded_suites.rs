@@ -75,17 +75,51 @@ async fn embedded_device_tokens_pass_the_suite() {
 
 #[tokio::test]
 async fn embedded_bus_passes_the_suite() {
-    let (db, dir) = temp_db("bus");
+    let (_db, dir) = temp_db("bus");
     testkit::bus_suite(|| {
-        let db = db.clone();
+        let bus_dir = dir.join("bus");
         async move {
             Arc::new(
-                EmbeddedBus::open(db, EmbeddedBusConfig::default())
+                EmbeddedBus::open(&bus_dir, EmbeddedBusConfig::default())
                     .await
                     .expect("bus"),
             ) as Arc<dyn EnvelopeBus>
         }
     })
     .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn pending_messages_of_an_older_version_move_onto_the_bus_log() {
+    // Before the bus log, pending bus messages were JSON rows of `bus_pending` in router.redb.
+    const LEGACY: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("bus_pending");
+    let (db, dir) = temp_db("legacy-bus");
+    db.write(|txn| {
+        let mut table = txn.open_table(LEGACY)?;
+        table.insert(
+            7,
+            br#"{"attributes":{"recipient":"urn:a:user:b"},"data":"{\"n\":1}"}"#.as_slice(),
+        )?;
+        table.insert(9, br#"{"attributes":{},"data":"{\"n\":2}"}"#.as_slice())?;
+        Ok(())
+    })
+    .await
+    .expect("legacy rows");
+    let bus = EmbeddedBus::open(&dir.join("bus"), EmbeddedBusConfig::default())
+        .await
+        .expect("bus");
+    assert_eq!(bus.adopt_pending(&db).await.expect("adopt"), 2);
+    let mut subscription = bus.subscribe().await.expect("subscribe");
+    for expected in [&br#"{"n":1}"#[..], &br#"{"n":2}"#[..]] {
+        let received = subscription.next().await.expect("adopted message");
+        assert_eq!(&received.message.data[..], expected, "in their old order");
+        received.ack().await.expect("ack");
+    }
+    assert_eq!(
+        bus.adopt_pending(&db).await.expect("adopt again"),
+        0,
+        "moved, not copied"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

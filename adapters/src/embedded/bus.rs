@@ -1,7 +1,10 @@
 //! The embedded bus (`BUS=memory`): in-process at-least-once delivery whose unacked messages are
-//! kept in the embedded database, so a message confirmed by `publish` survives `kill -9`.
+//! kept in an append-only log on disk ([`BusLog`]), so a message confirmed by `publish`
+//! survives `kill -9`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,18 +14,16 @@ use pipeline::error::BusError;
 use pipeline::ports::bus::{
     Acknowledger, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
 };
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::{Deserialize, Serialize};
+use redb::{ReadableTable, TableDefinition};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::embedded::bus_log::{BusLog, Position};
 use crate::embedded::database::EmbeddedDb;
 use crate::error::AdapterError;
 
-const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("bus_pending");
-const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("bus_dead_letter");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SEQ_KEY: &str = "bus_seq";
+/// Where versions before the bus log kept pending messages (in the queues' redb file).
+const LEGACY_PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("bus_pending");
 
 /// Settings of the embedded bus.
 #[derive(Clone, Copy, Debug)]
@@ -49,48 +50,61 @@ impl Default for EmbeddedBusConfig {
     }
 }
 
-/// A message as kept in the `bus_pending` table.
-#[derive(Serialize, Deserialize)]
-struct StoredMessage {
-    attributes: BTreeMap<String, String>,
-    #[serde(with = "serde_bytes_as_vec")]
-    data: Vec<u8>,
+/// A message as the log keeps it: `count: u16`, then per attribute `key_len: u16`, key,
+/// `value_len: u32`, value (all little-endian), then the data to the end.
+fn encode(message: &BusMessage) -> Result<Vec<u8>, BusError> {
+    let too_big = || BusError::Unavailable("bus message attributes too large".into());
+    let mut out = Vec::with_capacity(message.data.len() + 128);
+    let count = u16::try_from(message.attributes.len()).map_err(|_| too_big())?;
+    out.extend_from_slice(&count.to_le_bytes());
+    for (key, value) in &message.attributes {
+        let key_len = u16::try_from(key.len()).map_err(|_| too_big())?;
+        let value_len = u32::try_from(value.len()).map_err(|_| too_big())?;
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&value_len.to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(&message.data);
+    Ok(out)
 }
 
-/// Serde for raw bytes as a JSON array is slow; keep data as a UTF-8 string when it is one.
-mod serde_bytes_as_vec {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(data) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => s.collect_seq(data),
-        }
+/// Reads what [`encode`] wrote; `None` if the bytes are not such a message.
+fn decode(bytes: &[u8]) -> Option<BusMessage> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(head)
     }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Text(String),
-            Raw(Vec<u8>),
-        }
-        Ok(match Either::deserialize(d)? {
-            Either::Text(text) => text.into_bytes(),
-            Either::Raw(raw) => raw,
-        })
+    fn text(bytes: &[u8]) -> Option<String> {
+        std::str::from_utf8(bytes).ok().map(str::to_owned)
     }
+    let mut rest = bytes;
+    let count = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+    let mut attributes = BTreeMap::new();
+    for _ in 0..count {
+        let key_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().ok()?);
+        let key = text(take(&mut rest, usize::from(key_len))?)?;
+        let value_len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
+        let value = text(take(&mut rest, value_len as usize)?)?;
+        attributes.insert(key, value);
+    }
+    Some(BusMessage {
+        data: Bytes::copy_from_slice(rest),
+        attributes,
+    })
 }
 
 /// A message ready for the subscriber.
 struct Ready {
-    seq: u64,
+    position: Position,
     message: BusMessage,
     attempt: u32,
 }
 
 struct Inner {
-    db: EmbeddedDb,
+    log: BusLog,
+    next_seq: AtomicU64,
     config: EmbeddedBusConfig,
     ready_tx: mpsc::Sender<Ready>,
     ready_rx: Mutex<Option<mpsc::Receiver<Ready>>>,
@@ -106,37 +120,20 @@ fn unavailable(err: AdapterError) -> BusError {
     BusError::Unavailable(err.to_string())
 }
 
-fn encode(message: &BusMessage) -> Result<Vec<u8>, BusError> {
-    serde_json::to_vec(&StoredMessage {
-        attributes: message.attributes.clone(),
-        data: message.data.to_vec(),
-    })
-    .map_err(|e| BusError::Unavailable(e.to_string()))
-}
-
-fn decode(bytes: &[u8]) -> Option<BusMessage> {
-    let stored: StoredMessage = serde_json::from_slice(bytes).ok()?;
-    Some(BusMessage {
-        data: Bytes::from(stored.data),
-        attributes: stored.attributes,
-    })
-}
-
 impl EmbeddedBus {
-    /// Opens the bus in `db` and queues every message left unacked by an earlier run.
+    /// Moves the messages an older version left pending in `from` (the queues' redb file)
+    /// onto this bus, in order; returns how many moved.
     ///
-    /// Recovered messages count as redeliveries (attempt 2): an earlier run may have routed them.
-    pub async fn open(db: EmbeddedDb, config: EmbeddedBusConfig) -> Result<Self, AdapterError> {
-        db.write(|txn| {
-            txn.open_table(PENDING)?;
-            txn.open_table(DEAD)?;
-            txn.open_table(META)?;
-            Ok(())
-        })
-        .await?;
-        let recovered = db
+    /// Each is on the bus log durably before it is deleted from `from`: a crash in between
+    /// only duplicates some, and the processor dedupes by `messageId`.
+    pub async fn adopt_pending(&self, from: &EmbeddedDb) -> Result<usize, AdapterError> {
+        let rows = from
             .read(|txn| {
-                let table = txn.open_table(PENDING)?;
+                let table = match txn.open_table(LEGACY_PENDING) {
+                    Ok(table) => table,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(err) => return Err(err.into()),
+                };
                 let mut rows = Vec::new();
                 for entry in table.iter()? {
                     let (seq, bytes) = entry?;
@@ -145,10 +142,44 @@ impl EmbeddedBus {
                 Ok(rows)
             })
             .await?;
+        let mut moved = Vec::with_capacity(rows.len());
+        for (seq, bytes) in rows {
+            match decode_legacy(&bytes) {
+                Some(message) => self
+                    .publish(message)
+                    .await
+                    .map_err(|e| AdapterError::Database(e.to_string()))?,
+                None => warn!(seq, "skipping an undecodable legacy bus message"),
+            }
+            moved.push(seq);
+        }
+        let count = moved.len();
+        if count > 0 {
+            from.write(move |txn| {
+                let mut pending = txn.open_table(LEGACY_PENDING)?;
+                for seq in &moved {
+                    pending.remove(*seq)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(count)
+    }
+
+    /// Opens the bus log in `dir` and queues every message left unacked by an earlier run.
+    ///
+    /// Recovered messages count as redeliveries (attempt 2): an earlier run may have routed them.
+    pub async fn open(dir: &Path, config: EmbeddedBusConfig) -> Result<Self, AdapterError> {
+        let dir = dir.to_path_buf();
+        let (log, recovered, next_seq) = tokio::task::spawn_blocking(move || BusLog::open(&dir))
+            .await
+            .map_err(|e| AdapterError::Database(e.to_string()))??;
         let (ready_tx, ready_rx) = mpsc::channel(config.capacity.max(1));
         let bus = Self {
             inner: Arc::new(Inner {
-                db,
+                log,
+                next_seq: AtomicU64::new(next_seq),
                 config,
                 ready_tx: ready_tx.clone(),
                 ready_rx: Mutex::new(Some(ready_rx)),
@@ -161,26 +192,59 @@ impl EmbeddedBus {
             );
         }
         tokio::spawn(async move {
-            for (seq, bytes) in recovered {
-                let Some(message) = decode(&bytes) else {
-                    warn!(seq, "skipping undecodable pending bus message");
+            for entry in recovered {
+                let Some(message) = decode(&entry.bytes) else {
+                    warn!(seq = entry.seq, "skipping undecodable pending bus message");
                     continue;
                 };
-                if ready_tx
-                    .send(Ready {
-                        seq,
-                        message,
-                        attempt: 2,
-                    })
-                    .await
-                    .is_err()
-                {
+                let ready = Ready {
+                    position: Position {
+                        seq: entry.seq,
+                        segment: entry.segment,
+                    },
+                    message,
+                    attempt: 2,
+                };
+                if ready_tx.send(ready).await.is_err() {
                     return;
                 }
             }
         });
         Ok(bus)
     }
+
+    /// Makes every lazy write so far durable (graceful shutdown).
+    pub async fn flush(&self) -> Result<(), AdapterError> {
+        self.inner.log.flush().await
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Decodes a message as versions before the bus log stored it: JSON with `attributes` and
+/// `data` (a string, or an array of bytes).
+fn decode_legacy(bytes: &[u8]) -> Option<BusMessage> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Data {
+        Text(String),
+        Raw(Vec<u8>),
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        attributes: BTreeMap<String, String>,
+        data: Data,
+    }
+    let stored: Stored = serde_json::from_slice(bytes).ok()?;
+    Some(BusMessage {
+        data: match stored.data {
+            Data::Text(text) => Bytes::from(text.into_bytes()),
+            Data::Raw(raw) => Bytes::from(raw),
+        },
+        attributes: stored.attributes,
+    })
 }
 
 #[async_trait]
@@ -192,19 +256,13 @@ impl EnvelopeBus for EmbeddedBus {
             .map_err(|_| BusError::Unavailable("bus is full; the processor is behind".into()))?
             .map_err(|_| BusError::Closed)?;
         let bytes = encode(&message)?;
-        let seq = inner
-            .db
-            .write(move |txn| {
-                let mut meta = txn.open_table(META)?;
-                let seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0) + 1;
-                meta.insert(SEQ_KEY, seq)?;
-                txn.open_table(PENDING)?.insert(seq, bytes.as_slice())?;
-                Ok(seq)
-            })
+        let position = inner
+            .log
+            .append(self.next_seq(), bytes)
             .await
             .map_err(unavailable)?;
         permit.send(Ready {
-            seq,
+            position,
             message,
             attempt: 1,
         });
@@ -226,39 +284,27 @@ impl EnvelopeBus for EmbeddedBus {
     }
 
     async fn dead_letter(&self, message: BusMessage, reason: &str) -> Result<(), BusError> {
-        park_dead(&self.inner.db, &message, reason).await
+        let mut message = message;
+        message
+            .attributes
+            .insert("deadLetterReason".into(), reason.to_owned());
+        let bytes = encode(&message)?;
+        self.inner
+            .log
+            .dead_letter(self.next_seq(), bytes)
+            .await
+            .map_err(unavailable)
     }
 
     async fn check(&self) -> Result<(), BusError> {
         if self.inner.ready_tx.is_closed() {
             return Err(BusError::Closed);
         }
-        self.inner
-            .db
-            .read(|txn| {
-                txn.open_table(PENDING)?.len()?;
-                Ok(())
-            })
-            .await
-            .map_err(unavailable)
-    }
-}
-
-async fn park_dead(db: &EmbeddedDb, message: &BusMessage, reason: &str) -> Result<(), BusError> {
-    let mut message = message.clone();
-    message
-        .attributes
-        .insert("deadLetterReason".into(), reason.to_owned());
-    let bytes = encode(&message)?;
-    db.write(move |txn| {
-        let mut meta = txn.open_table(META)?;
-        let seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0) + 1;
-        meta.insert(SEQ_KEY, seq)?;
-        txn.open_table(DEAD)?.insert(seq, bytes.as_slice())?;
+        if !self.inner.log.is_running() {
+            return Err(BusError::Unavailable("the bus log writer stopped".into()));
+        }
         Ok(())
-    })
-    .await
-    .map_err(unavailable)
+    }
 }
 
 struct EmbeddedSubscription {
@@ -291,14 +337,10 @@ struct EmbeddedAcker {
 #[async_trait]
 impl Acknowledger for EmbeddedAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        let seq = self.ready.seq;
         // A lost ack only redelivers the message after a crash; the processor dedupes it.
         self.inner
-            .db
-            .write_lazy(move |txn| {
-                txn.open_table(PENDING)?.remove(seq)?;
-                Ok(())
-            })
+            .log
+            .ack(self.ready.position)
             .await
             .map_err(unavailable)
     }
@@ -314,9 +356,37 @@ impl Acknowledger for EmbeddedAcker {
         let sender = inner.ready_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            // The message stays in `bus_pending`; if the bus closed, the next run redelivers it.
+            // The message stays in the log; if the bus closed, the next run redelivers it.
             let _ = sender.send(ready).await;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_the_log_encoding() {
+        let mut attributes = BTreeMap::new();
+        attributes.insert("recipient".to_owned(), "urn:a:user:b".to_owned());
+        attributes.insert("messageId".to_owned(), "m-1".to_owned());
+        let message = BusMessage {
+            data: Bytes::from_static(b"{\"x\":1}\xff"),
+            attributes,
+        };
+        let bytes = encode(&message).unwrap();
+        assert_eq!(decode(&bytes), Some(message));
+        assert_eq!(decode(&bytes[..5]), None, "a cut message does not decode");
+    }
+
+    #[test]
+    fn legacy_json_messages_decode() {
+        let text = br#"{"attributes":{"messageId":"m"},"data":"{}"}"#;
+        let message = decode_legacy(text).unwrap();
+        assert_eq!(&message.data[..], b"{}");
+        let raw = br#"{"attributes":{},"data":[1,2]}"#;
+        assert_eq!(&decode_legacy(raw).unwrap().data[..], &[1, 2]);
     }
 }

@@ -1,6 +1,7 @@
 //! The embedded backends of `serve` with no configuration.
 
 pub mod bus;
+pub mod bus_log;
 pub mod database;
 pub mod delivery_channel;
 pub mod device_tokens;

@@ -1,0 +1,586 @@
+//! The embedded bus's on-disk log: append-only segment files written by one thread with group
+//! commit.
+//!
+//! A bus message is only ever appended, then acked once: a B-tree is more than it needs. Every
+//! queued append goes out in one `write` and, when any of them must be durable, one
+//! `fdatasync`. Acks are records too, written lazily (a lost ack only redelivers). A segment
+//! whose messages are all acked is deleted; reading the log back yields the unacked messages.
+//!
+//! Record: `len: u32 LE` (of what follows the checksum), `crc32: u32 LE` (of the same bytes),
+//! then `kind: u8`, `seq: u64 LE` and, for a message, its bytes. A torn record at the end of a
+//! segment (a crash mid-write) fails its length or checksum and ends the recovery of that
+//! segment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, warn};
+
+use crate::error::AdapterError;
+
+/// A segment is closed for appends past this size, and a new one opened.
+const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Appends waiting for the writer thread; callers wait when it is full.
+const WRITE_QUEUE: usize = 4096;
+
+/// Most appends folded into one write (one fsync).
+const MAX_BATCH: usize = 1024;
+
+/// Bytes before the record's kind: its length and checksum.
+const HEADER: usize = 8;
+
+const KIND_MESSAGE: u8 = 1;
+const KIND_ACK: u8 = 2;
+
+/// The segment file name of the segment starting at `seq` (sorts by name as by number).
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.log")
+}
+
+/// The dead-letter file: messages the processor could never route, kept for an operator.
+const DEAD_LETTER_FILE: &str = "dead-letter.log";
+
+/// One record as bytes.
+fn record(kind: u8, seq: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + 9 + body.len());
+    out.extend_from_slice(&((9 + body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(kind);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out[HEADER..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// One record read back: its kind, sequence number and body.
+type ParsedRecord<'a> = (u8, u64, &'a [u8]);
+
+/// Reads the records of one segment's bytes until the end or the first torn record; returns
+/// them and how many bytes were whole.
+fn parse_records(bytes: &[u8]) -> (Vec<ParsedRecord<'_>>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + HEADER) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
+            break;
+        };
+        if len < 9 || crc32fast::hash(body) != crc {
+            break;
+        }
+        let mut seq = [0; 8];
+        seq.copy_from_slice(&body[1..9]);
+        records.push((body[0], u64::from_le_bytes(seq), &body[9..]));
+        at += HEADER + len;
+    }
+    (records, at)
+}
+
+/// A message the log holds unacked, as read back at open.
+pub struct Recovered {
+    /// Its sequence number (bus order).
+    pub seq: u64,
+    /// The segment holding it.
+    pub segment: u64,
+    /// The message's bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Where an appended message landed: what its ack names.
+#[derive(Clone, Copy, Debug)]
+pub struct Position {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The segment holding it.
+    pub segment: u64,
+}
+
+enum Job {
+    /// Appends a message; answers with its position once written (and synced if `durable`).
+    Message {
+        seq: u64,
+        bytes: Vec<u8>,
+        durable: bool,
+        done: oneshot::Sender<Result<Position, String>>,
+    },
+    /// Appends an ack of `position` lazily; answers once written.
+    Ack {
+        position: Position,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Appends to the dead-letter file, durably.
+    DeadLetter {
+        seq: u64,
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Syncs everything written so far.
+    Flush {
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// A cloneable handle on the bus log.
+#[derive(Clone)]
+pub struct BusLog {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn stopped() -> AdapterError {
+    AdapterError::Database("bus log writer stopped".into())
+}
+
+fn io_error(context: &str, path: &Path, err: std::io::Error) -> String {
+    format!("{context} {}: {err}", path.display())
+}
+
+impl BusLog {
+    /// Opens (or creates) the log in `dir`, returns the unacked messages in bus order and the
+    /// next free sequence number, and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<(Self, Vec<Recovered>, u64), AdapterError> {
+        let fail = |cause: String| AdapterError::OpenDatabase {
+            path: dir.display().to_string(),
+            cause,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let mut segments = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))? {
+            let entry = entry.map_err(|e| fail(e.to_string()))?;
+            let name = entry.file_name();
+            let Some(first) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            segments.push((first, entry.path()));
+        }
+        segments.sort();
+        let mut pending: BTreeMap<u64, (u64, Vec<u8>)> = BTreeMap::new();
+        let mut next_seq = 1;
+        for (first, path) in &segments {
+            let mut bytes = Vec::new();
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| fail(io_error("reading", path, e)))?;
+            let (records, whole) = parse_records(&bytes);
+            if whole < bytes.len() {
+                warn!(segment = %path.display(), torn_bytes = bytes.len() - whole, "bus log segment ends in a torn record (a crash mid-write); ignoring it");
+            }
+            for (kind, seq, body) in records {
+                next_seq = next_seq.max(seq + 1);
+                match kind {
+                    KIND_MESSAGE => {
+                        pending.insert(seq, (*first, body.to_vec()));
+                    }
+                    KIND_ACK => {
+                        pending.remove(&seq);
+                    }
+                    other => warn!(kind = other, "unknown bus log record kind; skipped"),
+                }
+            }
+        }
+        let mut live: HashMap<u64, usize> = HashMap::new();
+        for (segment, _) in pending.values() {
+            *live.entry(*segment).or_default() += 1;
+        }
+        // Segments with nothing unacked are done; the others stay until their last ack.
+        let mut kept = BTreeMap::new();
+        for (first, path) in segments {
+            if live.contains_key(&first) {
+                kept.insert(first, path);
+            } else if let Err(err) = std::fs::remove_file(&path) {
+                warn!(segment = %path.display(), cause = %err, "cannot delete an acked bus log segment");
+            }
+        }
+        let recovered = pending
+            .into_iter()
+            .map(|(seq, (segment, bytes))| Recovered {
+                seq,
+                segment,
+                bytes,
+            })
+            .collect();
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            segments: kept,
+            live,
+            current: None,
+            dead: None,
+        };
+        // The new segment's name sorts after every kept one's.
+        let name = writer
+            .next_seq_hint()
+            .map_or(next_seq, |hint| hint.max(next_seq));
+        writer.roll(name).map_err(fail)?;
+        let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("embedded-bus-log".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok((Self { jobs }, recovered, next_seq))
+    }
+
+    async fn call<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Job,
+    ) -> Result<T, AdapterError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs.send(job(done)).await.map_err(|_| stopped())?;
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(AdapterError::Database)
+    }
+
+    /// Appends message `seq` and returns once it is on disk.
+    pub async fn append(&self, seq: u64, bytes: Vec<u8>) -> Result<Position, AdapterError> {
+        self.call(|done| Job::Message {
+            seq,
+            bytes,
+            durable: true,
+            done,
+        })
+        .await
+    }
+
+    /// Records that the message at `position` is done. Lazy: a crash may lose it (the message
+    /// is then redelivered), unless its segment was already deleted.
+    pub async fn ack(&self, position: Position) -> Result<(), AdapterError> {
+        self.call(|done| Job::Ack { position, done }).await
+    }
+
+    /// Appends `bytes` to the dead-letter file and returns once it is on disk.
+    pub async fn dead_letter(&self, seq: u64, bytes: Vec<u8>) -> Result<(), AdapterError> {
+        self.call(|done| Job::DeadLetter { seq, bytes, done }).await
+    }
+
+    /// Makes every lazy write so far durable (graceful shutdown).
+    pub async fn flush(&self) -> Result<(), AdapterError> {
+        self.call(|done| Job::Flush { done }).await
+    }
+
+    /// Whether the writer thread is running.
+    pub fn is_running(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+}
+
+/// The open segment that takes appends.
+struct Current {
+    first_seq: u64,
+    file: File,
+    len: u64,
+}
+
+/// The writer thread's state: every segment and how many unacked messages each holds.
+struct Writer {
+    dir: PathBuf,
+    segments: BTreeMap<u64, PathBuf>,
+    live: HashMap<u64, usize>,
+    current: Option<Current>,
+    dead: Option<File>,
+}
+
+/// What a batch owes its callers once written.
+enum Answer {
+    Message(oneshot::Sender<Result<Position, String>>, Position),
+    Done(oneshot::Sender<Result<(), String>>),
+}
+
+impl Writer {
+    /// Opens a new segment starting at `first_seq` for appends and makes its name durable.
+    fn roll(&mut self, first_seq: u64) -> Result<(), String> {
+        if let Some(old) = self.current.take()
+            && self.live.get(&old.first_seq).copied().unwrap_or(0) == 0
+        {
+            self.delete_segment(old.first_seq);
+        }
+        let path = self.dir.join(segment_name(first_seq));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error("creating", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io_error("reading", &path, e))?
+            .len();
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("syncing", &self.dir, e))?;
+        self.segments.insert(first_seq, path);
+        self.current = Some(Current {
+            first_seq,
+            file,
+            len,
+        });
+        Ok(())
+    }
+
+    fn delete_segment(&mut self, first_seq: u64) {
+        self.live.remove(&first_seq);
+        if let Some(path) = self.segments.remove(&first_seq)
+            && let Err(err) = std::fs::remove_file(&path)
+        {
+            warn!(segment = %path.display(), cause = %err, "cannot delete an acked bus log segment");
+        }
+    }
+
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch);
+        }
+        if let Some(current) = &self.current
+            && let Err(err) = current.file.sync_data()
+        {
+            error!(cause = %err, "bus log: final sync failed");
+        }
+    }
+
+    /// Writes one batch: messages and acks to the current segment, dead letters to their file,
+    /// one sync each where needed; then answers every caller.
+    fn write_batch(&mut self, batch: Vec<Job>) {
+        let mut segment_bytes = Vec::new();
+        let mut dead_bytes = Vec::new();
+        let mut sync = false;
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut acked = Vec::new();
+        let segment = match &self.current {
+            Some(current) => current.first_seq,
+            None => {
+                fail_all(batch, "no open bus log segment");
+                return;
+            }
+        };
+        for job in batch {
+            match job {
+                Job::Message {
+                    seq,
+                    bytes,
+                    durable,
+                    done,
+                } => {
+                    segment_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
+                    sync |= durable;
+                    *self.live.entry(segment).or_default() += 1;
+                    answers.push(Answer::Message(done, Position { seq, segment }));
+                }
+                Job::Ack { position, done } => {
+                    segment_bytes.extend_from_slice(&record(KIND_ACK, position.seq, &[]));
+                    acked.push(position.segment);
+                    answers.push(Answer::Done(done));
+                }
+                Job::DeadLetter { seq, bytes, done } => {
+                    dead_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
+                    answers.push(Answer::Done(done));
+                }
+                Job::Flush { done } => {
+                    sync = true;
+                    answers.push(Answer::Done(done));
+                }
+            }
+        }
+        let result = self
+            .append_segment(&segment_bytes, sync)
+            .and_then(|()| self.append_dead(&dead_bytes));
+        if let Err(cause) = &result {
+            error!(%cause, "bus log write failed");
+        }
+        // Settle acks before answering: once `ack` returns, a fully acked segment is gone.
+        if result.is_ok() {
+            for segment in acked {
+                self.settle(segment);
+            }
+        }
+        for answer in answers {
+            match answer {
+                Answer::Message(done, position) => {
+                    let _ = done.send(result.clone().map(|()| position));
+                }
+                Answer::Done(done) => {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.len >= SEGMENT_BYTES);
+        if full
+            && result.is_ok()
+            && let Some(next) = self.next_seq_hint()
+            && let Err(cause) = self.roll(next)
+        {
+            error!(%cause, "bus log: cannot open a new segment; appending to the full one");
+        }
+    }
+
+    /// Counts one ack against `segment`; a closed segment with nothing unacked is deleted.
+    fn settle(&mut self, segment: u64) {
+        let left = match self.live.get_mut(&segment) {
+            Some(live) => {
+                *live = live.saturating_sub(1);
+                *live
+            }
+            None => return,
+        };
+        let is_current = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.first_seq == segment);
+        if left == 0 && !is_current {
+            self.delete_segment(segment);
+        }
+    }
+
+    /// The first sequence number a new segment may be named by: past every segment's name.
+    fn next_seq_hint(&self) -> Option<u64> {
+        self.segments.keys().next_back().map(|last| last + 1)
+    }
+
+    fn append_segment(&mut self, bytes: &[u8], sync: bool) -> Result<(), String> {
+        let Some(current) = self.current.as_mut() else {
+            return Err("no open bus log segment".into());
+        };
+        if !bytes.is_empty() {
+            current
+                .file
+                .write_all(bytes)
+                .map_err(|e| format!("appending to the bus log: {e}"))?;
+            current.len += bytes.len() as u64;
+        }
+        if sync {
+            current
+                .file
+                .sync_data()
+                .map_err(|e| format!("syncing the bus log: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn append_dead(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.dead.is_none() {
+            let path = self.dir.join(DEAD_LETTER_FILE);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| io_error("opening", &path, e))?;
+            self.dead = Some(file);
+        }
+        let Some(dead) = self.dead.as_mut() else {
+            return Err("dead-letter file not open".into());
+        };
+        dead.write_all(bytes)
+            .and_then(|()| dead.sync_data())
+            .map_err(|e| format!("writing the dead-letter file: {e}"))
+    }
+}
+
+/// Answers every job of `batch` with `cause`.
+fn fail_all(batch: Vec<Job>, cause: &str) {
+    for job in batch {
+        match job {
+            Job::Message { done, .. } => {
+                let _ = done.send(Err(cause.to_owned()));
+            }
+            Job::Ack { done, .. } | Job::DeadLetter { done, .. } | Job::Flush { done } => {
+                let _ = done.send(Err(cause.to_owned()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "er-bus-log-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_is_cut() {
+        let mut bytes = record(KIND_MESSAGE, 7, b"hello");
+        bytes.extend(record(KIND_ACK, 7, &[]));
+        let whole = bytes.len();
+        let torn = record(KIND_MESSAGE, 8, b"half written");
+        bytes.extend_from_slice(&torn[..torn.len() - 3]);
+        let (records, at) = parse_records(&bytes);
+        assert_eq!(at, whole);
+        assert_eq!(
+            records,
+            vec![(KIND_MESSAGE, 7, &b"hello"[..]), (KIND_ACK, 7, &[][..])]
+        );
+        let mut flipped = record(KIND_MESSAGE, 9, b"x");
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(
+            parse_records(&flipped).1,
+            0,
+            "a bad checksum is not a record"
+        );
+    }
+
+    #[tokio::test]
+    async fn unacked_messages_come_back_and_acked_segments_go() {
+        let dir = temp_dir("recover");
+        let (log, recovered, next) = BusLog::open(&dir).unwrap();
+        assert!(recovered.is_empty());
+        let a = log.append(next, b"a".to_vec()).await.unwrap();
+        let b = log.append(next + 1, b"b".to_vec()).await.unwrap();
+        log.ack(a).await.unwrap();
+        log.flush().await.unwrap();
+        drop(log);
+        // The writer thread ends once every handle is gone; give it a moment to close files.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (log, recovered, next_again) = BusLog::open(&dir).unwrap();
+        assert_eq!(next_again, b.seq + 1);
+        let seqs: Vec<_> = recovered.iter().map(|r| (r.seq, r.bytes.clone())).collect();
+        assert_eq!(seqs, vec![(b.seq, b"b".to_vec())]);
+        // Acking the last message of the old segment deletes it.
+        let old_segment = dir.join(segment_name(recovered[0].segment));
+        assert!(old_segment.exists());
+        log.ack(Position {
+            seq: recovered[0].seq,
+            segment: recovered[0].segment,
+        })
+        .await
+        .unwrap();
+        assert!(!old_segment.exists(), "a fully acked segment is deleted");
+        log.dead_letter(99, b"bad".to_vec()).await.unwrap();
+        assert!(dir.join(DEAD_LETTER_FILE).exists());
+        drop(log);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (_log, recovered, _) = BusLog::open(&dir).unwrap();
+        assert!(recovered.is_empty(), "dead letters are not redelivered");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
