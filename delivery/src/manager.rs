@@ -42,7 +42,7 @@ pub enum CloseReason {
 
 struct LocalSession {
     id: SessionId,
-    sender: mpsc::Sender<Outbound>,
+    sender: mpsc::Sender<Arc<Outbound>>,
     close: CancellationToken,
     reason: Arc<Mutex<Option<CloseReason>>>,
 }
@@ -53,8 +53,10 @@ pub struct SessionHandle {
     pub id: SessionId,
     /// Whose session it is.
     pub user: UserUrn,
-    /// Live envelopes for this session.
-    pub receiver: mpsc::Receiver<Outbound>,
+    /// Live envelopes for this session. Shared, not copied, between a user's sessions; a
+    /// pointer per slot also keeps each idle session's channel small (its first block of
+    /// slots is allocated when the session opens).
+    pub receiver: mpsc::Receiver<Arc<Outbound>>,
     /// Cancelled when the manager wants the session closed.
     pub close: CancellationToken,
     reason: Arc<Mutex<Option<CloseReason>>>,
@@ -197,12 +199,12 @@ impl ConnectionManager {
 
     /// Writes a delivery item to the user's local sessions, without waiting on any of them.
     pub fn dispatch(&self, item: DeliveryItem) {
-        let outbound = Outbound {
+        let outbound = Arc::new(Outbound {
             message_id: item.message_id.clone(),
             json: item.json,
             ephemeral: item.ephemeral,
             ingested_at_ms: item.ingested_at_ms,
-        };
+        });
         let ingested_at_ms = item.ingested_at_ms;
         let mut written = 0;
         {

@@ -47,7 +47,7 @@ struct Backlog {
     reading: bool,
     last_page: bool,
     sent: HashSet<MessageId>,
-    held_live: VecDeque<Outbound>,
+    held_live: VecDeque<Arc<Outbound>>,
     rescan: bool,
     forget_sent_at: Option<Instant>,
 }
