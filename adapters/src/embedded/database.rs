@@ -158,6 +158,8 @@ fn write_loop(db: &Database, mut jobs: mpsc::Receiver<WriteJob>) {
         if !durable && let Err(err) = txn.set_durability(redb::Durability::None) {
             error!(cause = %err, "cannot relax durability; committing durably");
         }
+        let started = std::time::Instant::now();
+        let batch_len = batch.len();
         let mut all_ok = true;
         let mut completions = Vec::with_capacity(batch.len());
         for job in batch {
@@ -174,6 +176,11 @@ fn write_loop(db: &Database, mut jobs: mpsc::Receiver<WriteJob>) {
         if let Err(cause) = &result {
             error!(%cause, "embedded database write failed");
         }
+        let kind = if durable { "durable" } else { "lazy" };
+        metrics::histogram!("envelope_router_embedded_commit_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("envelope_router_embedded_commit_writes", "kind" => kind)
+            .record(batch_len as f64);
         for completion in completions {
             completion(result.clone());
         }
