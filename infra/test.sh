@@ -45,6 +45,16 @@ export MOSQUITTO_BIN
 # Tests that stop and restart their own Redis find the server binary here.
 REDIS_SERVER_BIN="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
 export REDIS_SERVER_BIN
+# The bench's PNG plots (checked by its smoke test) draw their text with DejaVu Sans.
+if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "fonts-dejavu-core missing: installing it from Debian's packages" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >&2
+  else
+    echo "the bench plots need fonts-dejavu-core: apt-get install fonts-dejavu-core" >&2
+    exit 1
+  fi
+fi
 echo "tests use Redis at $REDIS_URL, Mosquitto at $MQTT_BROKER_URL, the Pub/Sub emulator at $PUBSUB_EMULATOR_HOST and the Firestore emulator at $FIRESTORE_EMULATOR_HOST" >&2
 
 cargo test --workspace --all-features --locked -- --test-threads "$threads"

@@ -15,6 +15,9 @@ use crate::router_load::token;
 
 /// Connections per source address (the ephemeral port range is ~28k per address).
 const PER_SOURCE: usize = 20_000;
+/// The baseline's connections come from 127.0.0.101 on: the router run's closed connections
+/// still hold their ports of 127.0.0.1… in TIME_WAIT.
+const BASELINE_FIRST: usize = 100 * PER_SOURCE;
 /// Connection attempts in flight at once.
 const CONNECTING: usize = 64;
 
@@ -99,7 +102,7 @@ pub async fn websocket_sessions(addr: &str, count: usize) -> Result<(Vec<impl Se
 pub async fn mqtt_connections(addr: &str, count: usize) -> Result<(Vec<impl Send>, usize)> {
     let server: SocketAddr = addr.parse().context("broker address")?;
     let (kept, failed) = open_all(count, move |n| async move {
-        let mut stream = connect_from(n, server).await?;
+        let mut stream = connect_from(BASELINE_FIRST + n, server).await?;
         let client_id = format!("idle-{n}");
         let mut packet = vec![0x10];
         let remaining = 10 + 2 + client_id.len();

@@ -7,12 +7,14 @@
 //! * `mqtt_load`: the same load as MQTT QoS 1 publishes and subscriptions against Mosquitto.
 //! * `stats`: what a run measured (latency histogram, throughput, lost and duplicated ids).
 //! * `report`: the markdown table and JSON, with our figures as ratios to the baseline.
+//! * `plot`: PNG plots: latency CDF of both systems, received vs offered rate.
 //! * `idle`, `backlog`: memory per idle session; draining a large backlog.
-//! * `scenario`: the scenarios: `embedded`, `redis`, `idle`, `backlog`.
+//! * `scenario`: the scenarios: `embedded`, `redis`, `cluster`, `sweep`, `idle`, `backlog`.
 
 pub mod backlog;
 pub mod idle;
 pub mod mqtt_load;
+pub mod plot;
 pub mod processes;
 pub mod report;
 pub mod router_load;

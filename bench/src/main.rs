@@ -15,6 +15,11 @@ enum Scenario {
     Embedded,
     /// The same load with presence, queues and rate limits in Redis (`--redis-url`).
     Redis,
+    /// Instances A and B plus a processor over Redis and the Pub/Sub emulator
+    /// (`--pubsub-emulator-host`), once with `DELIVERY=pubsub` and once with `DELIVERY=redis`.
+    Cluster,
+    /// The embedded load open loop at each of `--rates`: received vs offered, plotted.
+    Sweep,
     /// Memory per idle session (`--sessions`).
     Idle,
     /// An offline user with `--queued` envelopes connects and drains.
@@ -54,9 +59,20 @@ struct Args {
     /// Envelopes to queue (backlog scenario).
     #[arg(long, default_value_t = 100_000)]
     queued: usize,
+    /// Offered rates of the sweep scenario, envelopes per second in all.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2000,4000,8000,16000,32000"
+    )]
+    rates: Vec<u64>,
     /// Redis of the redis scenario (a scratch instance).
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis_url: String,
+    /// The Pub/Sub emulator of the cluster scenario (`host:port`; `infra/dev/pubsub-emulator.sh
+    /// start <dir>` starts one and prints it).
+    #[arg(long, env = "PUBSUB_EMULATOR_HOST")]
+    pubsub_emulator_host: Option<String>,
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -89,6 +105,32 @@ async fn main() -> Result<()> {
             )
             .await
             .context("redis scenario")?;
+            report.write(&args.out)?;
+            println!("{}", report.markdown());
+        }
+        Scenario::Cluster => {
+            let emulator = args.pubsub_emulator_host.as_deref().context(
+                "the cluster scenario needs --pubsub-emulator-host (or PUBSUB_EMULATOR_HOST)",
+            )?;
+            for delivery in ["pubsub", "redis"] {
+                let report = scenario::cluster(
+                    &args.router_bin,
+                    &args.mosquitto_bin,
+                    &load,
+                    &args.redis_url,
+                    emulator,
+                    delivery,
+                )
+                .await
+                .with_context(|| format!("cluster scenario, DELIVERY={delivery}"))?;
+                report.write(&args.out)?;
+                println!("{}", report.markdown());
+            }
+        }
+        Scenario::Sweep => {
+            let report = scenario::sweep(&args.router_bin, &args.mosquitto_bin, &load, &args.rates)
+                .await
+                .context("sweep scenario")?;
             report.write(&args.out)?;
             println!("{}", report.markdown());
         }

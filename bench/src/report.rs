@@ -81,7 +81,8 @@ impl Report {
         out
     }
 
-    /// Writes `<scenario>.md` and `<scenario>.json` under `dir`.
+    /// Writes `<scenario>.md`, `<scenario>.json` and the latency CDF `<scenario>-latency.png`
+    /// under `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join(format!("{}.md", self.scenario)), self.markdown())?;
@@ -89,13 +90,29 @@ impl Report {
             dir.join(format!("{}.json", self.scenario)),
             serde_json::to_string_pretty(self)?,
         )?;
-        Ok(())
+        let (r, s, p, _, rate) = self.load;
+        let shape = if rate == 0 {
+            "closed loop".to_owned()
+        } else {
+            format!("{rate}/s")
+        };
+        crate::plot::latency_cdf(
+            &dir.join(format!("{}-latency.png", self.scenario)),
+            &format!(
+                "{}: latency CDF ({r} receivers, {s} senders, {p} B, {shape})",
+                self.scenario
+            ),
+            &self.router,
+            &self.baseline,
+        )
     }
 }
 
 /// The idle scenario's results.
 #[derive(Serialize)]
 pub struct IdleReport {
+    /// Sessions asked for (more than were measured when the open-files limit is lower).
+    pub requested: usize,
     /// Our server.
     pub router: crate::idle::IdleStats,
     /// Mosquitto.
@@ -125,8 +142,9 @@ pub fn write(dir: &Path, name: &str, markdown: &str, json: &impl Serialize) -> R
 impl IdleReport {
     /// The markdown table.
     pub fn markdown(&self) -> String {
-        let mut out = String::from(
-            "### idle\n\n| system | sessions | RSS before MiB | RSS after MiB | KiB per session |\n|---|---|---|---|---|\n",
+        let mut out = format!(
+            "### idle\n\n{} sessions asked\n\n| system | sessions | RSS before MiB | RSS after MiB | KiB per session |\n|---|---|---|---|---|\n",
+            self.requested
         );
         for s in [&self.router, &self.baseline] {
             out.push_str(&format!(
@@ -155,5 +173,42 @@ impl BacklogReport {
             ));
         }
         out
+    }
+}
+
+/// The sweep scenario's results: each offered rate's run of both systems.
+#[derive(Serialize)]
+pub struct SweepReport {
+    /// One point per offered rate, lowest first.
+    pub points: Vec<crate::plot::SweepPoint>,
+}
+
+impl SweepReport {
+    /// The markdown table.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "### sweep\n\n| offered per s | router per s | mosquitto per s | router p99 ms | mosquitto p99 ms |\n|---|---|---|---|---|\n",
+        );
+        for p in &self.points {
+            out.push_str(&format!(
+                "| {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |\n",
+                p.offered_per_s,
+                p.router_per_s,
+                p.baseline_per_s,
+                p.router_p99_ms,
+                p.baseline_p99_ms
+            ));
+        }
+        out
+    }
+
+    /// Writes `sweep.md`, `sweep.json` and the plot `sweep-throughput.png` under `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write(dir, "sweep", &self.markdown(), self)?;
+        crate::plot::throughput(
+            &dir.join("sweep-throughput.png"),
+            "embedded: received vs offered (open loop)",
+            &self.points,
+        )
     }
 }

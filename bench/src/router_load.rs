@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -45,8 +45,35 @@ pub fn token(user: &str) -> Result<String> {
     )?)
 }
 
-/// Drives the router at `addr` with `load`.
-pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
+/// The `POST /send` body, written directly: users, ids and base64 need no JSON escaping, and
+/// the generator shares the machine with the router, so it spends as little CPU as it can.
+pub fn send_body(recipient: &str, message_id: &str, data_base64: &str) -> String {
+    let mut body =
+        String::with_capacity(data_base64.len() + recipient.len() + message_id.len() + 64);
+    body.push_str(r#"{"recipientId":""#);
+    body.push_str(recipient);
+    body.push_str(r#"","messageId":""#);
+    body.push_str(message_id);
+    body.push_str(r#"","encryptedData":""#);
+    body.push_str(data_base64);
+    body.push_str(r#""}"#);
+    body
+}
+
+/// The `messageId` of an envelope frame (`{"type":"envelope","messageId":"…",…}`), read
+/// without parsing the envelope; `None` for any other frame.
+pub fn frame_message_id(frame: &str) -> Option<&str> {
+    const KEY: &str = r#""messageId":""#;
+    let rest = frame.strip_prefix(r#"{"type":"envelope","#)?;
+    let start = rest.find(KEY)? + KEY.len();
+    let len = rest[start..].find('"')?;
+    Some(&rest[start..start + len])
+}
+
+/// Drives the router at `addrs` with `load`: receiver `i` connects to `addrs[i % n]` and
+/// sender `s` posts to `addrs[s % n]` (one address: a single instance).
+pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
+    anyhow::ensure!(!addrs.is_empty(), "no router address to drive");
     let users: Vec<String> = (0..load.receivers)
         .map(|i| format!("urn:bench:user:r{i}"))
         .collect();
@@ -54,13 +81,14 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let start = Instant::now();
     let mut receivers = Vec::new();
-    for user in &users {
+    for (i, user) in users.iter().enumerate() {
+        let addr = &addrs[i % addrs.len()];
         let mut request = format!("ws://{addr}/connect").into_client_request()?;
         request.headers_mut().insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {}", token(user)?))?,
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .context("receiver connect")?;
         let collector = collector.clone();
@@ -84,8 +112,7 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
                             continue;
                         };
                         let now = start.elapsed().as_micros() as u64;
-                        let Ok(value) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                        let Some(id) = value["messageId"].as_str() else { continue };
+                        let Some(id) = frame_message_id(text.as_str()) else { continue };
                         collector.lock().unwrap_or_else(|p| p.into_inner()).receipt(id.to_owned(), now);
                         pending.push(id.to_owned());
                         if pending.len() >= ACK_BATCH {
@@ -112,7 +139,7 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
         let (client, users, data) = (client.clone(), users.clone(), data.clone());
         let (accepted, errors) = (accepted.clone(), errors.clone());
         let sender_token = token(&format!("urn:bench:user:s{s}"))?;
-        let url = format!("http://{addr}/send");
+        let url = format!("http://{}/send", addrs[s % addrs.len()]);
         let period = load
             .rate
             .map(|r| Duration::from_secs_f64(load.senders as f64 / r.max(1) as f64));
@@ -127,11 +154,12 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
                 seq += 1;
                 let id = message_id(s, seq, start.elapsed().as_micros() as u64);
                 let to = &users[next_index(&mut state, users.len())];
-                let body = json!({"recipientId": to, "messageId": id, "encryptedData": data});
+                let body = send_body(to, &id, &data);
                 let answer = client
                     .post(&url)
                     .bearer_auth(&sender_token)
-                    .json(&body)
+                    .header("content-type", "application/json")
+                    .body(body)
                     .send()
                     .await;
                 match answer {
@@ -164,4 +192,21 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
         errors,
         sending,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_json_and_frames_give_their_id() {
+        let body = send_body("urn:bench:user:r1", "t5-s0-1", "AAEC");
+        let value: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(value["recipientId"], "urn:bench:user:r1");
+        assert_eq!(value["messageId"], "t5-s0-1");
+        let frame =
+            r#"{"type":"envelope","messageId":"t5-s0-1","envelope":{"messageId":"t5-s0-1"}}"#;
+        assert_eq!(frame_message_id(frame), Some("t5-s0-1"));
+        assert_eq!(frame_message_id(r#"{"type":"error","error":"x"}"#), None);
+    }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::processes::{start_mosquitto, start_router};
+use crate::processes::{ServerProcess, start_mosquitto, start_router};
 use crate::report::Report;
 use crate::{Load, mqtt_load, router_load};
 
@@ -34,6 +34,32 @@ pub async fn redis(
     report
 }
 
+/// `sweep`: the embedded scenario open loop at each of `rates`, both systems; what each
+/// carried and its p99 at every offered rate.
+pub async fn sweep(
+    router_bin: &Path,
+    mosquitto_bin: &Path,
+    load: &Load,
+    rates: &[u64],
+) -> Result<crate::report::SweepReport> {
+    let mut points = Vec::with_capacity(rates.len());
+    for &rate in rates {
+        let at_rate = Load {
+            rate: Some(rate),
+            ..load.clone()
+        };
+        let report = embedded(router_bin, mosquitto_bin, &at_rate).await?;
+        points.push(crate::plot::SweepPoint {
+            offered_per_s: rate as f64,
+            router_per_s: report.router.throughput_per_s,
+            baseline_per_s: report.baseline.throughput_per_s,
+            router_p99_ms: report.router.p99_ms,
+            baseline_p99_ms: report.baseline.p99_ms,
+        });
+    }
+    Ok(crate::report::SweepReport { points })
+}
+
 /// Deletes the run's keys, so a shared Redis keeps nothing of the benchmark.
 async fn delete_prefix(redis_url: &str, prefix: &str) -> Result<()> {
     let client = redis::Client::open(redis_url)?;
@@ -57,16 +83,29 @@ async fn with_router_env(
     env: &[(&str, &str)],
 ) -> Result<Report> {
     let router = start_router(router_bin, env)?;
-    let outcome = router_load::run(&router.addr, load).await?;
+    let entry = [router.addr.clone()];
+    measure(name, vec![router], &entry, mosquitto_bin, load).await
+}
+
+/// Drives `routers` through their `entry` addresses, stops them, then runs the baseline under
+/// the same `load`; CPU time and peak RSS add up over every router process.
+async fn measure(
+    name: &str,
+    routers: Vec<ServerProcess>,
+    entry: &[String],
+    mosquitto_bin: &Path,
+    load: &Load,
+) -> Result<Report> {
+    let outcome = router_load::run(entry, load).await?;
     let mut ours = outcome.collector.finish(
         "envelope-router",
         &outcome.accepted,
         outcome.errors,
         outcome.sending,
     );
-    ours.cpu_seconds = router.cpu_seconds();
-    ours.peak_rss_kib = router.peak_rss_kib();
-    drop(router);
+    ours.cpu_seconds = routers.iter().map(ServerProcess::cpu_seconds).sum();
+    ours.peak_rss_kib = routers.iter().map(ServerProcess::peak_rss_kib).sum();
+    drop(routers);
 
     let broker = start_mosquitto(mosquitto_bin)?;
     let outcome = mqtt_load::run(&broker.addr, load).await?;
@@ -81,6 +120,125 @@ async fn with_router_env(
     Ok(Report::new(name, load, ours, theirs))
 }
 
+/// The Pub/Sub project the cluster scenario uses in the emulator.
+const CLUSTER_PROJECT: &str = "envelope-router-bench";
+
+/// `cluster`: instances A and B (`api,delivery`) and one `processor`, with presence, queues
+/// and rate limits in Redis at `redis_url`, the bus on the Pub/Sub emulator at `emulator`, and
+/// `delivery` (`pubsub` or `redis`) between processor and instances. Receivers and senders
+/// spread over A and B, so most envelopes cross instances. The run's Redis keys, topics and
+/// subscriptions are deleted afterwards.
+pub async fn cluster(
+    router_bin: &Path,
+    mosquitto_bin: &Path,
+    load: &Load,
+    redis_url: &str,
+    emulator: &str,
+    delivery: &str,
+) -> Result<Report> {
+    let run = format!("er-bench-{}-{delivery}", std::process::id());
+    let prefix = format!("{run}:");
+    let topics = [format!("{run}-ingress"), format!("{run}-dead")];
+    let subscription = format!("{run}-router");
+    let shared = [
+        ("PRESENCE", "redis"),
+        ("STORE", "redis"),
+        ("RATE_LIMIT", "redis"),
+        ("REDIS_URL", redis_url),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("BUS", "pubsub"),
+        ("DELIVERY", delivery),
+        ("PUBSUB_PROJECT", CLUSTER_PROJECT),
+        ("PUBSUB_EMULATOR_HOST", emulator),
+        ("PUBSUB_INGRESS_TOPIC", topics[0].as_str()),
+        ("PUBSUB_DEAD_LETTER_TOPIC", topics[1].as_str()),
+        ("PUBSUB_SUBSCRIPTION", subscription.as_str()),
+        ("CREATE_RESOURCES", "true"),
+    ];
+    let ids = [format!("{run}-a"), format!("{run}-b"), format!("{run}-p")];
+    let member = |roles: &'static str, instance: &str| {
+        let mut env: Vec<(String, String)> = shared
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.push(("ROLES".into(), roles.into()));
+        env.push(("INSTANCE_ID".into(), instance.to_owned()));
+        env
+    };
+    let start = |roles: &'static str, instance: &str| {
+        let env = member(roles, instance);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        start_router(router_bin, &env)
+    };
+    let outcome = async {
+        let a = start("api,delivery", &ids[0])?;
+        let b = start("api,delivery", &ids[1])?;
+        let processor = start("processor", &ids[2])?;
+        let entry = [a.addr.clone(), b.addr.clone()];
+        measure(
+            &format!("cluster-{delivery}"),
+            vec![a, b, processor],
+            &entry,
+            mosquitto_bin,
+            load,
+        )
+        .await
+    }
+    .await;
+    delete_prefix(redis_url, &prefix).await?;
+    delete_pubsub(emulator, &run).await?;
+    outcome
+}
+
+/// Deletes the run's subscription and topics, and the delivery topics and subscriptions of its
+/// instances (named after `run`; they were killed, not stopped), from the emulator.
+async fn delete_pubsub(emulator: &str, run: &str) -> Result<()> {
+    let client = reqwest::Client::new();
+    let base = format!("http://{emulator}/v1/projects/{CLUSTER_PROJECT}");
+    let listed: serde_json::Value = client
+        .get(format!("{base}/subscriptions"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let listed_topics: serde_json::Value = client
+        .get(format!("{base}/topics"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let names = |value: &serde_json::Value, key: &str| -> Vec<String> {
+        value[key]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|item| item["name"].as_str())
+                    .filter_map(|name| name.rsplit('/').next())
+                    .filter(|name| name.contains(run))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for name in names(&listed, "subscriptions") {
+        client
+            .delete(format!("{base}/subscriptions/{name}"))
+            .send()
+            .await?;
+    }
+    for name in names(&listed_topics, "topics") {
+        client
+            .delete(format!("{base}/topics/{name}"))
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+/// Files the idle scenario leaves free below the open-files limit (its own /proc reads, the
+/// runtime, the servers' listeners and databases).
+const IDLE_FD_HEADROOM: u64 = 400;
+
 /// `idle`: `sessions` idle WebSocket sessions (router) and MQTT connections (Mosquitto); memory
 /// per session.
 pub async fn idle(
@@ -88,7 +246,16 @@ pub async fn idle(
     mosquitto_bin: &Path,
     sessions: usize,
 ) -> Result<crate::report::IdleReport> {
-    crate::processes::raise_open_files((sessions as u64) * 2 + 4096);
+    let limit = crate::processes::raise_open_files((sessions as u64) * 2 + 4096);
+    let requested = sessions;
+    // Every client socket is a file of this process (and every session one of the server's):
+    // past the limit the harness could not even read /proc. Stay under it, and say so.
+    let sessions = sessions.min(limit.saturating_sub(IDLE_FD_HEADROOM) as usize);
+    if sessions < requested {
+        eprintln!(
+            "idle: {requested} sessions asked, {sessions} measured: this process may open {limit} files (RLIMIT_NOFILE) and cannot raise it"
+        );
+    }
     let router = start_router(router_bin, &[])?;
     crate::idle::settle().await;
     let before = router.rss_kib();
@@ -106,6 +273,7 @@ pub async fn idle(
     let theirs = crate::idle::stats("mosquitto", open.len(), before, broker.rss_kib());
     drop(open);
     Ok(crate::report::IdleReport {
+        requested,
         router: ours,
         baseline: theirs,
     })

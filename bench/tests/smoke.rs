@@ -21,18 +21,26 @@ fn router_bin() -> PathBuf {
     bin
 }
 
-#[tokio::test]
-async fn the_embedded_scenario_runs_and_loses_nothing() {
-    let mosquitto = PathBuf::from(
-        std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into()),
-    );
-    let load = Load {
+/// The Mosquitto the test command found (`MOSQUITTO_BIN`), else Debian's.
+fn mosquitto_bin() -> PathBuf {
+    PathBuf::from(std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into()))
+}
+
+/// A load of a second with a handful of users: enough to exercise a scenario end to end.
+fn tiny_load() -> Load {
+    Load {
         receivers: 4,
         senders: 2,
         payload: 256,
         duration: Duration::from_secs(1),
         rate: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn the_embedded_scenario_runs_and_loses_nothing() {
+    let mosquitto = mosquitto_bin();
+    let load = tiny_load();
     let report = scenario::embedded(&router_bin(), &mosquitto, &load)
         .await
         .expect("scenario");
@@ -51,14 +59,101 @@ async fn the_embedded_scenario_runs_and_loses_nothing() {
         serde_json::from_str(&std::fs::read_to_string(out.join("embedded.json")).expect("json"))
             .expect("json");
     assert!(json["throughput_ratio"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(
+        json["router"]["latency_cdf"]
+            .as_array()
+            .is_some_and(|points| points.len() > 10),
+        "the CDF is kept for the plot"
+    );
+    assert_png(&out.join("embedded-latency.png"));
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// `path` is a PNG image of the plot's size.
+fn assert_png(path: &std::path::Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    // IHDR: width and height, big-endian, after the signature and the chunk header.
+    let width = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    let height = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
+    assert_eq!((width, height), (900, 560));
+}
+
+#[tokio::test]
+async fn the_sweep_scenario_plots_received_vs_offered() {
+    let mosquitto = mosquitto_bin();
+    let load = tiny_load();
+    let report = scenario::sweep(&router_bin(), &mosquitto, &load, &[50, 100])
+        .await
+        .expect("sweep");
+    assert_eq!(report.points.len(), 2);
+    for point in &report.points {
+        assert!(
+            point.router_per_s > 0.0 && point.baseline_per_s > 0.0,
+            "{point:?}"
+        );
+    }
+    let out = std::env::temp_dir().join(format!("er-bench-sweep-{}", std::process::id()));
+    report.write(&out).expect("write");
+    assert_png(&out.join("sweep-throughput.png"));
+    assert!(
+        std::fs::read_to_string(out.join("sweep.md"))
+            .expect("md")
+            .contains("| 100 |")
+    );
     let _ = std::fs::remove_dir_all(out);
 }
 
 #[tokio::test]
+async fn the_cluster_scenario_runs_over_both_delivery_channels() {
+    let redis = std::env::var("REDIS_URL")
+        .expect("REDIS_URL is not set: run ./infra/test.sh, which starts redis-server");
+    let emulator = std::env::var("PUBSUB_EMULATOR_HOST")
+        .expect("PUBSUB_EMULATOR_HOST is not set: run ./infra/test.sh, which starts the emulator");
+    let mosquitto = mosquitto_bin();
+    let load = tiny_load();
+    for delivery in ["pubsub", "redis"] {
+        let report = scenario::cluster(
+            &router_bin(),
+            &mosquitto,
+            &load,
+            &redis,
+            &emulator,
+            delivery,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cluster {delivery}: {e:#}"));
+        assert_eq!(report.scenario, format!("cluster-{delivery}"));
+        assert!(report.router.received > 0, "{delivery}: nothing received");
+        assert_eq!(report.router.lost, 0, "{delivery}: lost envelopes");
+        assert!(report.router.cpu_seconds > 0.0, "CPU of three processes");
+    }
+    // Nothing of the runs is left in the emulator.
+    let topics: serde_json::Value = reqwest::get(format!(
+        "http://{emulator}/v1/projects/envelope-router-bench/topics"
+    ))
+    .await
+    .expect("list topics")
+    .json()
+    .await
+    .expect("json");
+    let left: Vec<_> = topics["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .filter(|name| name.contains(&format!("er-bench-{}-", std::process::id())))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
 async fn the_idle_and_backlog_scenarios_run() {
-    let mosquitto = PathBuf::from(
-        std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into()),
-    );
+    let mosquitto = mosquitto_bin();
     let idle = scenario::idle(&router_bin(), &mosquitto, 50)
         .await
         .expect("idle");
@@ -76,16 +171,8 @@ async fn the_idle_and_backlog_scenarios_run() {
 async fn the_redis_scenario_runs_and_loses_nothing() {
     let url = std::env::var("REDIS_URL")
         .expect("REDIS_URL is not set: run ./infra/test.sh, which starts redis-server");
-    let mosquitto = PathBuf::from(
-        std::env::var("MOSQUITTO_BIN").unwrap_or_else(|_| "/usr/sbin/mosquitto".into()),
-    );
-    let load = Load {
-        receivers: 4,
-        senders: 2,
-        payload: 256,
-        duration: Duration::from_secs(1),
-        rate: None,
-    };
+    let mosquitto = mosquitto_bin();
+    let load = tiny_load();
     let report = scenario::redis(&router_bin(), &mosquitto, &load, &url)
         .await
         .expect("redis scenario");
