@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::http::HeaderValue;
+use axum::serve::ListenerExt;
 use delivery::{ConnectionManager, DeliveryConfig};
 use ingest_http::auth::{AuthConfig, Authenticator};
 use ingest_http::state::ReadyChecks;
@@ -20,7 +21,7 @@ use pipeline::routing::{Processor, Wakeups};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{GlobalArgs, ServeArgs};
 use crate::{backends, dev_secret, instance, shutdown, telemetry};
@@ -229,6 +230,14 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     info!(%instance, "envelope-router listening on http://{local}");
 
+    // Envelope frames go out as soon as they are written: with Nagle's algorithm a frame
+    // written while the previous one is unacknowledged waits for the client's next packet,
+    // which for a client that acks in batches is its ack timer (tens of milliseconds).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            debug!(cause = %err, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let server_token = shutdown_token.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router(state))
