@@ -35,6 +35,9 @@ pub struct SweepPoint {
     pub baseline_p99_ms: f64,
 }
 
+/// Reads what one system carried at a sweep point.
+type Carried = fn(&SweepPoint) -> f64;
+
 /// Registers the font once (the text renderer reads it from memory for the process's life).
 fn font_ready() -> Result<()> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
@@ -154,7 +157,7 @@ pub fn throughput(path: &Path, title: &str, points: &[SweepPoint]) -> Result<()>
         .map_err(drawing_error)?
         .label("offered = received")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
-    let series: [(&str, RGBColor, fn(&SweepPoint) -> f64); 2] = [
+    let series: [(&str, RGBColor, Carried); 2] = [
         ("envelope-router", RED, |p| p.router_per_s),
         ("mosquitto", BLUE, |p| p.baseline_per_s),
     ];
