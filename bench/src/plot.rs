@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::stats::RunStats;
@@ -63,6 +64,21 @@ fn drawing_error<E: std::fmt::Debug>(err: E) -> anyhow::Error {
     anyhow!("drawing the plot: {err:?}")
 }
 
+/// A chart on `root` with `title` and room for axis labels (`y_labels` pixels left).
+fn framed<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    y_labels: u32,
+) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, (FONT, 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(y_labels);
+    builder
+}
+
 /// Draws the series labels of `chart` in a framed box at `position`.
 fn legend<'a, X, Y>(
     chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
@@ -98,11 +114,7 @@ pub fn latency_cdf(path: &Path, title: &str, router: &RunStats, baseline: &RunSt
         .max(lowest * 10.0);
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(drawing_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(56)
+    let mut chart = framed(&root, title, 56)
         .build_cartesian_2d((lowest * 0.8..highest * 1.25).log_scale(), 0.0..1.0)
         .map_err(drawing_error)?;
     chart
@@ -137,11 +149,7 @@ pub fn throughput(path: &Path, title: &str, points: &[SweepPoint]) -> Result<()>
         * 1.1;
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(drawing_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
+    let mut chart = framed(&root, title, 64)
         .build_cartesian_2d(0.0..top, 0.0..top)
         .map_err(drawing_error)?;
     chart
