@@ -214,6 +214,7 @@ impl BusLog {
             live,
             current: None,
             dead: None,
+            needs_roll: false,
         };
         // The new segment's name sorts after every kept one's.
         let name = writer
@@ -287,6 +288,8 @@ struct Writer {
     live: HashMap<u64, usize>,
     current: Option<Current>,
     dead: Option<File>,
+    /// The current segment may end in a partial record: appends must go to a new one.
+    needs_roll: bool,
 }
 
 /// What a batch owes its callers once written.
@@ -317,6 +320,7 @@ impl Writer {
             .and_then(|d| d.sync_all())
             .map_err(|e| io_error("syncing", &self.dir, e))?;
         self.segments.insert(first_seq, path);
+        self.needs_roll = false;
         self.current = Some(Current {
             first_seq,
             file,
@@ -360,6 +364,7 @@ impl Writer {
         let mut sync = false;
         let mut answers = Vec::with_capacity(batch.len());
         let mut acked = Vec::new();
+        let mut appended = 0;
         let segment = match &self.current {
             Some(current) => current.first_seq,
             None => {
@@ -377,7 +382,7 @@ impl Writer {
                 } => {
                     segment_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
                     sync |= durable;
-                    *self.live.entry(segment).or_default() += 1;
+                    appended += 1;
                     answers.push(Answer::Message(done, Position { seq, segment }));
                 }
                 Job::Ack { position, done } => {
@@ -401,8 +406,10 @@ impl Writer {
         if let Err(cause) = &result {
             error!(%cause, "bus log write failed");
         }
-        // Settle acks before answering: once `ack` returns, a fully acked segment is gone.
+        // Count what is now on disk, and settle acks, before answering: once `ack` returns, a
+        // fully acked segment is gone.
         if result.is_ok() {
+            *self.live.entry(segment).or_default() += appended;
             for segment in acked {
                 self.settle(segment);
             }
@@ -421,8 +428,7 @@ impl Writer {
             .current
             .as_ref()
             .is_some_and(|c| c.len >= SEGMENT_BYTES);
-        if full
-            && result.is_ok()
+        if (self.needs_roll || (full && result.is_ok()))
             && let Some(next) = self.next_seq_hint()
             && let Err(cause) = self.roll(next)
         {
@@ -458,10 +464,15 @@ impl Writer {
             return Err("no open bus log segment".into());
         };
         if !bytes.is_empty() {
-            current
-                .file
-                .write_all(bytes)
-                .map_err(|e| format!("appending to the bus log: {e}"))?;
+            if let Err(err) = current.file.write_all(bytes) {
+                // A partial record would end recovery of this segment early and hide every
+                // record appended after it: cut the file back to its last whole record.
+                if let Err(cut) = current.file.set_len(current.len) {
+                    error!(cause = %cut, "bus log: cannot cut a partial write; opening a new segment");
+                    self.needs_roll = true;
+                }
+                return Err(format!("appending to the bus log: {err}"));
+            }
             current.len += bytes.len() as u64;
         }
         if sync {
@@ -547,6 +558,50 @@ mod tests {
             0,
             "a bad checksum is not a record"
         );
+    }
+
+    /// Appends one message through `writer` and returns what its caller hears.
+    fn append_one(writer: &mut Writer, seq: u64, bytes: &[u8]) -> Result<Position, String> {
+        let (done, answer) = oneshot::channel();
+        writer.write_batch(vec![Job::Message {
+            seq,
+            bytes: bytes.to_vec(),
+            durable: true,
+            done,
+        }]);
+        answer
+            .blocking_recv()
+            .unwrap_or_else(|_| Err("no answer".into()))
+    }
+
+    #[test]
+    fn after_a_failed_write_appends_go_to_a_new_segment() {
+        let dir = temp_dir("failed-write");
+        let mut writer = Writer {
+            dir: dir.clone(),
+            segments: BTreeMap::new(),
+            live: HashMap::new(),
+            current: None,
+            dead: None,
+            needs_roll: false,
+        };
+        writer.roll(1).unwrap();
+        // A read-only handle: the write fails, and so does cutting the file back.
+        let path = writer.segments[&1].clone();
+        writer.current.as_mut().unwrap().file = File::open(&path).unwrap();
+        assert!(append_one(&mut writer, 1, b"refused").is_err());
+        let current = writer.current.as_ref().map(|c| c.first_seq);
+        assert_ne!(current, Some(1), "a new segment takes the next appends");
+        assert!(
+            !writer.live.contains_key(&1),
+            "nothing counted for the failed write"
+        );
+        append_one(&mut writer, 2, b"kept").unwrap();
+        drop(writer);
+        let (_log, recovered, _) = BusLog::open(&dir).unwrap();
+        let bytes: Vec<_> = recovered.iter().map(|r| r.bytes.clone()).collect();
+        assert_eq!(bytes, vec![b"kept".to_vec()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
