@@ -46,7 +46,8 @@ pub enum LogFormat {
 /// Settings shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Directory of the embedded store, the embedded bus and the dev JWT secret.
+    /// Directory of the embedded store (`router.redb`), the embedded bus log (`bus/`) and the
+    /// dev JWT secret.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
     /// HS256 secret for JWTs. Unset (and no JWT_JWKS_URL): a dev secret is created in DATA_DIR.

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,7 +103,6 @@ struct Ready {
 
 struct Inner {
     log: BusLog,
-    next_seq: AtomicU64,
     config: EmbeddedBusConfig,
     ready_tx: mpsc::Sender<Ready>,
     ready_rx: Mutex<Option<mpsc::Receiver<Ready>>>,
@@ -172,14 +170,13 @@ impl EmbeddedBus {
     /// Recovered messages count as redeliveries (attempt 2): an earlier run may have routed them.
     pub async fn open(dir: &Path, config: EmbeddedBusConfig) -> Result<Self, AdapterError> {
         let dir = dir.to_path_buf();
-        let (log, recovered, next_seq) = tokio::task::spawn_blocking(move || BusLog::open(&dir))
+        let (log, recovered) = tokio::task::spawn_blocking(move || BusLog::open(&dir))
             .await
             .map_err(|e| AdapterError::Database(e.to_string()))??;
         let (ready_tx, ready_rx) = mpsc::channel(config.capacity.max(1));
         let bus = Self {
             inner: Arc::new(Inner {
                 log,
-                next_seq: AtomicU64::new(next_seq),
                 config,
                 ready_tx: ready_tx.clone(),
                 ready_rx: Mutex::new(Some(ready_rx)),
@@ -217,10 +214,6 @@ impl EmbeddedBus {
     pub async fn flush(&self) -> Result<(), AdapterError> {
         self.inner.log.flush().await
     }
-
-    fn next_seq(&self) -> u64 {
-        self.inner.next_seq.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 /// Decodes a message as versions before the bus log stored it: JSON with `attributes` and
@@ -256,11 +249,7 @@ impl EnvelopeBus for EmbeddedBus {
             .map_err(|_| BusError::Unavailable("bus is full; the processor is behind".into()))?
             .map_err(|_| BusError::Closed)?;
         let bytes = encode(&message)?;
-        let position = inner
-            .log
-            .append(self.next_seq(), bytes)
-            .await
-            .map_err(unavailable)?;
+        let position = inner.log.append(bytes).await.map_err(unavailable)?;
         permit.send(Ready {
             position,
             message,
@@ -289,11 +278,7 @@ impl EnvelopeBus for EmbeddedBus {
             .attributes
             .insert("deadLetterReason".into(), reason.to_owned());
         let bytes = encode(&message)?;
-        self.inner
-            .log
-            .dead_letter(self.next_seq(), bytes)
-            .await
-            .map_err(unavailable)
+        self.inner.log.dead_letter(bytes).await.map_err(unavailable)
     }
 
     async fn check(&self) -> Result<(), BusError> {

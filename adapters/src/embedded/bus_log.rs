@@ -102,9 +102,9 @@ pub struct Position {
 }
 
 enum Job {
-    /// Appends a message; answers with its position once written (and synced if `durable`).
+    /// Appends a message under the next sequence number; answers with its position once
+    /// written (and synced if `durable`).
     Message {
-        seq: u64,
         bytes: Vec<u8>,
         durable: bool,
         done: oneshot::Sender<Result<Position, String>>,
@@ -116,7 +116,6 @@ enum Job {
     },
     /// Appends to the dead-letter file, durably.
     DeadLetter {
-        seq: u64,
         bytes: Vec<u8>,
         done: oneshot::Sender<Result<(), String>>,
     },
@@ -141,9 +140,9 @@ fn io_error(context: &str, path: &Path, err: std::io::Error) -> String {
 }
 
 impl BusLog {
-    /// Opens (or creates) the log in `dir`, returns the unacked messages in bus order and the
-    /// next free sequence number, and starts the writer thread.
-    pub fn open(dir: &Path) -> Result<(Self, Vec<Recovered>, u64), AdapterError> {
+    /// Opens (or creates) the log in `dir`, returns the unacked messages in bus order, and
+    /// starts the writer thread (which numbers every later message).
+    pub fn open(dir: &Path) -> Result<(Self, Vec<Recovered>), AdapterError> {
         let fail = |cause: String| AdapterError::OpenDatabase {
             path: dir.display().to_string(),
             cause,
@@ -208,25 +207,13 @@ impl BusLog {
                 bytes,
             })
             .collect();
-        let mut writer = Writer {
-            dir: dir.to_path_buf(),
-            segments: kept,
-            live,
-            current: None,
-            dead: None,
-            needs_roll: false,
-        };
-        // The new segment's name sorts after every kept one's.
-        let name = writer
-            .next_seq_hint()
-            .map_or(next_seq, |hint| hint.max(next_seq));
-        writer.roll(name).map_err(fail)?;
+        let writer = Writer::open(dir, kept, live, next_seq).map_err(fail)?;
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("embedded-bus-log".into())
             .spawn(move || writer.run(queue))
             .map_err(|e| fail(e.to_string()))?;
-        Ok((Self { jobs }, recovered, next_seq))
+        Ok((Self { jobs }, recovered))
     }
 
     async fn call<T>(
@@ -241,10 +228,9 @@ impl BusLog {
             .map_err(AdapterError::Database)
     }
 
-    /// Appends message `seq` and returns once it is on disk.
-    pub async fn append(&self, seq: u64, bytes: Vec<u8>) -> Result<Position, AdapterError> {
+    /// Appends a message and returns its position once it is on disk.
+    pub async fn append(&self, bytes: Vec<u8>) -> Result<Position, AdapterError> {
         self.call(|done| Job::Message {
-            seq,
             bytes,
             durable: true,
             done,
@@ -259,8 +245,8 @@ impl BusLog {
     }
 
     /// Appends `bytes` to the dead-letter file and returns once it is on disk.
-    pub async fn dead_letter(&self, seq: u64, bytes: Vec<u8>) -> Result<(), AdapterError> {
-        self.call(|done| Job::DeadLetter { seq, bytes, done }).await
+    pub async fn dead_letter(&self, bytes: Vec<u8>) -> Result<(), AdapterError> {
+        self.call(|done| Job::DeadLetter { bytes, done }).await
     }
 
     /// Makes every lazy write so far durable (graceful shutdown).
@@ -281,51 +267,97 @@ struct Current {
     len: u64,
 }
 
+/// Creates segment `first_seq` in `dir` and makes its name durable.
+fn create_segment(dir: &Path, first_seq: u64) -> Result<(Current, PathBuf), String> {
+    let path = dir.join(segment_name(first_seq));
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| io_error("creating", &path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| io_error("reading", &path, e))?
+        .len();
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("syncing", dir, e))?;
+    Ok((
+        Current {
+            first_seq,
+            file,
+            len,
+        },
+        path,
+    ))
+}
+
+/// The name of the next segment: its first sequence number, and past every existing name.
+fn next_segment_name(segments: &BTreeMap<u64, PathBuf>, next_seq: u64) -> u64 {
+    segments
+        .keys()
+        .next_back()
+        .map_or(next_seq, |last| next_seq.max(last + 1))
+}
+
 /// The writer thread's state: every segment and how many unacked messages each holds.
 struct Writer {
     dir: PathBuf,
     segments: BTreeMap<u64, PathBuf>,
     live: HashMap<u64, usize>,
-    current: Option<Current>,
+    current: Current,
     dead: Option<File>,
     /// The current segment may end in a partial record: appends must go to a new one.
     needs_roll: bool,
+    /// The sequence number of the next message or dead letter.
+    next_seq: u64,
 }
 
 /// What a batch owes its callers once written.
 enum Answer {
+    /// A message: its position, once the segment write succeeded.
     Message(oneshot::Sender<Result<Position, String>>, Position),
-    Done(oneshot::Sender<Result<(), String>>),
+    /// An ack or flush: the segment write's result.
+    Segment(oneshot::Sender<Result<(), String>>),
+    /// A dead letter: the dead-letter file write's result.
+    Dead(oneshot::Sender<Result<(), String>>),
 }
 
 impl Writer {
-    /// Opens a new segment starting at `first_seq` for appends and makes its name durable.
-    fn roll(&mut self, first_seq: u64) -> Result<(), String> {
-        if let Some(old) = self.current.take()
-            && self.live.get(&old.first_seq).copied().unwrap_or(0) == 0
-        {
+    /// A writer over the `segments` kept from earlier runs (with their `live` counts), appending
+    /// to a new segment from `next_seq` on.
+    fn open(
+        dir: &Path,
+        segments: BTreeMap<u64, PathBuf>,
+        live: HashMap<u64, usize>,
+        next_seq: u64,
+    ) -> Result<Self, String> {
+        let mut segments = segments;
+        let name = next_segment_name(&segments, next_seq);
+        let (current, path) = create_segment(dir, name)?;
+        segments.insert(name, path);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segments,
+            live,
+            current,
+            dead: None,
+            needs_roll: false,
+            next_seq,
+        })
+    }
+
+    /// Switches appends to a new segment; the old one is deleted if nothing in it is unacked.
+    /// On failure the current segment stays.
+    fn roll(&mut self) -> Result<(), String> {
+        let name = next_segment_name(&self.segments, self.next_seq);
+        let (current, path) = create_segment(&self.dir, name)?;
+        self.segments.insert(name, path);
+        let old = std::mem::replace(&mut self.current, current);
+        self.needs_roll = false;
+        if self.live.get(&old.first_seq).copied().unwrap_or(0) == 0 {
             self.delete_segment(old.first_seq);
         }
-        let path = self.dir.join(segment_name(first_seq));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_error("creating", &path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| io_error("reading", &path, e))?
-            .len();
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("syncing", &self.dir, e))?;
-        self.segments.insert(first_seq, path);
-        self.needs_roll = false;
-        self.current = Some(Current {
-            first_seq,
-            file,
-            len,
-        });
         Ok(())
     }
 
@@ -349,37 +381,35 @@ impl Writer {
             }
             self.write_batch(batch);
         }
-        if let Some(current) = &self.current
-            && let Err(err) = current.file.sync_data()
-        {
+        if let Err(err) = self.current.file.sync_data() {
             error!(cause = %err, "bus log: final sync failed");
         }
     }
 
     /// Writes one batch: messages and acks to the current segment, dead letters to their file,
-    /// one sync each where needed; then answers every caller.
+    /// one sync each where needed; then answers every caller with its write's result.
     fn write_batch(&mut self, batch: Vec<Job>) {
+        // A segment that may end in a partial record takes no more appends.
+        let blocked = if self.needs_roll {
+            self.roll().err()
+        } else {
+            None
+        };
+        let segment = self.current.first_seq;
         let mut segment_bytes = Vec::new();
         let mut dead_bytes = Vec::new();
         let mut sync = false;
         let mut answers = Vec::with_capacity(batch.len());
         let mut acked = Vec::new();
         let mut appended = 0;
-        let segment = match &self.current {
-            Some(current) => current.first_seq,
-            None => {
-                fail_all(batch, "no open bus log segment");
-                return;
-            }
-        };
         for job in batch {
             match job {
                 Job::Message {
-                    seq,
                     bytes,
                     durable,
                     done,
                 } => {
+                    let seq = self.take_seq();
                     segment_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
                     sync |= durable;
                     appended += 1;
@@ -388,27 +418,33 @@ impl Writer {
                 Job::Ack { position, done } => {
                     segment_bytes.extend_from_slice(&record(KIND_ACK, position.seq, &[]));
                     acked.push(position.segment);
-                    answers.push(Answer::Done(done));
+                    answers.push(Answer::Segment(done));
                 }
-                Job::DeadLetter { seq, bytes, done } => {
+                Job::DeadLetter { bytes, done } => {
+                    let seq = self.take_seq();
                     dead_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
-                    answers.push(Answer::Done(done));
+                    answers.push(Answer::Dead(done));
                 }
                 Job::Flush { done } => {
                     sync = true;
-                    answers.push(Answer::Done(done));
+                    answers.push(Answer::Segment(done));
                 }
             }
         }
-        let result = self
-            .append_segment(&segment_bytes, sync)
-            .and_then(|()| self.append_dead(&dead_bytes));
-        if let Err(cause) = &result {
+        let written = match blocked {
+            Some(cause) => Err(format!("bus log: no segment to append to: {cause}")),
+            None => self.append_segment(&segment_bytes, sync),
+        };
+        let dead = self.append_dead(&dead_bytes);
+        for cause in [&written, &dead]
+            .into_iter()
+            .filter_map(|r| r.as_ref().err())
+        {
             error!(%cause, "bus log write failed");
         }
         // Count what is now on disk, and settle acks, before answering: once `ack` returns, a
         // fully acked segment is gone.
-        if result.is_ok() {
+        if written.is_ok() {
             *self.live.entry(segment).or_default() += appended;
             for segment in acked {
                 self.settle(segment);
@@ -417,23 +453,29 @@ impl Writer {
         for answer in answers {
             match answer {
                 Answer::Message(done, position) => {
-                    let _ = done.send(result.clone().map(|()| position));
+                    let _ = done.send(written.clone().map(|()| position));
                 }
-                Answer::Done(done) => {
-                    let _ = done.send(result.clone());
+                Answer::Segment(done) => {
+                    let _ = done.send(written.clone());
+                }
+                Answer::Dead(done) => {
+                    let _ = done.send(dead.clone());
                 }
             }
         }
-        let full = self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.len >= SEGMENT_BYTES);
-        if (self.needs_roll || (full && result.is_ok()))
-            && let Some(next) = self.next_seq_hint()
-            && let Err(cause) = self.roll(next)
+        let full = self.current.len >= SEGMENT_BYTES;
+        if (self.needs_roll || (full && written.is_ok()))
+            && let Err(cause) = self.roll()
         {
-            error!(%cause, "bus log: cannot open a new segment; appending to the full one");
+            error!(%cause, "bus log: cannot open a new segment; the next batch tries again");
         }
+    }
+
+    /// The next sequence number, taken.
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
     }
 
     /// Counts one ack against `segment`; a closed segment with nothing unacked is deleted.
@@ -445,24 +487,13 @@ impl Writer {
             }
             None => return,
         };
-        let is_current = self
-            .current
-            .as_ref()
-            .is_some_and(|c| c.first_seq == segment);
-        if left == 0 && !is_current {
+        if left == 0 && self.current.first_seq != segment {
             self.delete_segment(segment);
         }
     }
 
-    /// The first sequence number a new segment may be named by: past every segment's name.
-    fn next_seq_hint(&self) -> Option<u64> {
-        self.segments.keys().next_back().map(|last| last + 1)
-    }
-
     fn append_segment(&mut self, bytes: &[u8], sync: bool) -> Result<(), String> {
-        let Some(current) = self.current.as_mut() else {
-            return Err("no open bus log segment".into());
-        };
+        let current = &mut self.current;
         if !bytes.is_empty() {
             if let Err(err) = current.file.write_all(bytes) {
                 // A partial record would end recovery of this segment early and hide every
@@ -503,20 +534,6 @@ impl Writer {
         dead.write_all(bytes)
             .and_then(|()| dead.sync_data())
             .map_err(|e| format!("writing the dead-letter file: {e}"))
-    }
-}
-
-/// Answers every job of `batch` with `cause`.
-fn fail_all(batch: Vec<Job>, cause: &str) {
-    for job in batch {
-        match job {
-            Job::Message { done, .. } => {
-                let _ = done.send(Err(cause.to_owned()));
-            }
-            Job::Ack { done, .. } | Job::DeadLetter { done, .. } | Job::Flush { done } => {
-                let _ = done.send(Err(cause.to_owned()));
-            }
-        }
     }
 }
 
@@ -561,10 +578,9 @@ mod tests {
     }
 
     /// Appends one message through `writer` and returns what its caller hears.
-    fn append_one(writer: &mut Writer, seq: u64, bytes: &[u8]) -> Result<Position, String> {
+    fn append_one(writer: &mut Writer, bytes: &[u8]) -> Result<Position, String> {
         let (done, answer) = oneshot::channel();
         writer.write_batch(vec![Job::Message {
-            seq,
             bytes: bytes.to_vec(),
             durable: true,
             done,
@@ -577,28 +593,20 @@ mod tests {
     #[test]
     fn after_a_failed_write_appends_go_to_a_new_segment() {
         let dir = temp_dir("failed-write");
-        let mut writer = Writer {
-            dir: dir.clone(),
-            segments: BTreeMap::new(),
-            live: HashMap::new(),
-            current: None,
-            dead: None,
-            needs_roll: false,
-        };
-        writer.roll(1).unwrap();
+        let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
         // A read-only handle: the write fails, and so does cutting the file back.
         let path = writer.segments[&1].clone();
-        writer.current.as_mut().unwrap().file = File::open(&path).unwrap();
-        assert!(append_one(&mut writer, 1, b"refused").is_err());
-        let current = writer.current.as_ref().map(|c| c.first_seq);
-        assert_ne!(current, Some(1), "a new segment takes the next appends");
+        writer.current.file = File::open(&path).unwrap();
+        assert!(append_one(&mut writer, b"refused").is_err());
+        let current = writer.current.first_seq;
+        assert_ne!(current, 1, "a new segment takes the next appends");
         assert!(
             !writer.live.contains_key(&1),
             "nothing counted for the failed write"
         );
-        append_one(&mut writer, 2, b"kept").unwrap();
+        append_one(&mut writer, b"kept").unwrap();
         drop(writer);
-        let (_log, recovered, _) = BusLog::open(&dir).unwrap();
+        let (_log, recovered) = BusLog::open(&dir).unwrap();
         let bytes: Vec<_> = recovered.iter().map(|r| r.bytes.clone()).collect();
         assert_eq!(bytes, vec![b"kept".to_vec()]);
         let _ = std::fs::remove_dir_all(&dir);
@@ -607,19 +615,21 @@ mod tests {
     #[tokio::test]
     async fn unacked_messages_come_back_and_acked_segments_go() {
         let dir = temp_dir("recover");
-        let (log, recovered, next) = BusLog::open(&dir).unwrap();
+        let (log, recovered) = BusLog::open(&dir).unwrap();
         assert!(recovered.is_empty());
-        let a = log.append(next, b"a".to_vec()).await.unwrap();
-        let b = log.append(next + 1, b"b".to_vec()).await.unwrap();
+        let a = log.append(b"a".to_vec()).await.unwrap();
+        let b = log.append(b"b".to_vec()).await.unwrap();
         log.ack(a).await.unwrap();
         log.flush().await.unwrap();
         drop(log);
         // The writer thread ends once every handle is gone; give it a moment to close files.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let (log, recovered, next_again) = BusLog::open(&dir).unwrap();
-        assert_eq!(next_again, b.seq + 1);
+        let (log, recovered) = BusLog::open(&dir).unwrap();
         let seqs: Vec<_> = recovered.iter().map(|r| (r.seq, r.bytes.clone())).collect();
         assert_eq!(seqs, vec![(b.seq, b"b".to_vec())]);
+        // Numbering goes on after the last record of the earlier run.
+        let c = log.append(b"c".to_vec()).await.unwrap();
+        assert_eq!(c.seq, b.seq + 1);
         // Acking the last message of the old segment deletes it.
         let old_segment = dir.join(segment_name(recovered[0].segment));
         assert!(old_segment.exists());
@@ -630,11 +640,12 @@ mod tests {
         .await
         .unwrap();
         assert!(!old_segment.exists(), "a fully acked segment is deleted");
-        log.dead_letter(99, b"bad".to_vec()).await.unwrap();
+        log.ack(c).await.unwrap();
+        log.dead_letter(b"bad".to_vec()).await.unwrap();
         assert!(dir.join(DEAD_LETTER_FILE).exists());
         drop(log);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let (_log, recovered, _) = BusLog::open(&dir).unwrap();
+        let (_log, recovered) = BusLog::open(&dir).unwrap();
         assert!(recovered.is_empty(), "dead letters are not redelivered");
         let _ = std::fs::remove_dir_all(&dir);
     }
