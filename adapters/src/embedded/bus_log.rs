@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
+use crate::embedded::database::next_batch;
 use crate::error::AdapterError;
 
 /// A segment is closed for appends past this size, and a new one opened.
@@ -371,14 +372,7 @@ impl Writer {
     }
 
     fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+        while let Some(batch) = next_batch(&mut queue, MAX_BATCH) {
             self.write_batch(batch);
         }
         if let Err(err) = self.current.file.sync_data() {

@@ -136,16 +136,23 @@ impl EmbeddedDb {
     }
 }
 
+/// Group commit's intake: waits for one job, then takes every job already queued behind it,
+/// up to `max`; `None` once every sender is gone. Blocking: for writer threads only.
+pub(crate) fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let first = queue.blocking_recv()?;
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// The writer thread: takes every queued job, applies them in one transaction, commits once.
 fn write_loop(db: &Database, mut jobs: mpsc::Receiver<WriteJob>) {
-    while let Some(first) = jobs.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut jobs, MAX_BATCH) {
         let durable = batch.iter().any(|job| job.durable);
         let mut txn = match db.begin_write() {
             Ok(txn) => txn,
