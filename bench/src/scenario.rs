@@ -22,13 +22,7 @@ pub async fn redis(
     redis_url: &str,
 ) -> Result<Report> {
     let prefix = format!("er-bench-{}:", std::process::id());
-    let env = [
-        ("PRESENCE", "redis"),
-        ("STORE", "redis"),
-        ("RATE_LIMIT", "redis"),
-        ("REDIS_URL", redis_url),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-    ];
+    let env = redis_backends(redis_url, &prefix);
     let report = with_router_env("redis", router_bin, mosquitto_bin, load, &env).await;
     delete_prefix(redis_url, &prefix).await?;
     report
@@ -58,6 +52,17 @@ pub async fn sweep(
         });
     }
     Ok(crate::report::SweepReport { points })
+}
+
+/// The settings that put presence, queues and rate limits in Redis at `url`, under `prefix`.
+fn redis_backends<'a>(url: &'a str, prefix: &'a str) -> [(&'static str, &'a str); 5] {
+    [
+        ("PRESENCE", "redis"),
+        ("STORE", "redis"),
+        ("RATE_LIMIT", "redis"),
+        ("REDIS_URL", url),
+        ("REDIS_KEY_PREFIX", prefix),
+    ]
 }
 
 /// Deletes the run's keys, so a shared Redis keeps nothing of the benchmark.
@@ -140,12 +145,8 @@ pub async fn cluster(
     let prefix = format!("{run}:");
     let topics = [format!("{run}-ingress"), format!("{run}-dead")];
     let subscription = format!("{run}-router");
-    let shared = [
-        ("PRESENCE", "redis"),
-        ("STORE", "redis"),
-        ("RATE_LIMIT", "redis"),
-        ("REDIS_URL", redis_url),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    let mut shared = redis_backends(redis_url, &prefix).to_vec();
+    shared.extend([
         ("BUS", "pubsub"),
         ("DELIVERY", delivery),
         ("PUBSUB_PROJECT", CLUSTER_PROJECT),
@@ -154,7 +155,7 @@ pub async fn cluster(
         ("PUBSUB_DEAD_LETTER_TOPIC", topics[1].as_str()),
         ("PUBSUB_SUBSCRIPTION", subscription.as_str()),
         ("CREATE_RESOURCES", "true"),
-    ];
+    ]);
     let ids = [format!("{run}-a"), format!("{run}-b"), format!("{run}-p")];
     let member = |roles: &'static str, instance: &str| {
         let mut env: Vec<(String, String)> = shared
