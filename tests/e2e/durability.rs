@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use serde_json::json;
 
-use crate::harness::{Server, envelope, token, user};
+use crate::harness::{CIPHERTEXT_B64, Server, envelope, token, unique, user};
 
 #[tokio::test]
 async fn envelope_survives_a_restart_between_send_and_connect() -> Result<()> {
@@ -117,5 +118,35 @@ async fn expired_envelopes_are_not_delivered() -> Result<()> {
     assert!(server.pending_ids(&token(&bob)).await?.is_empty());
     let mut session = server.connect(&token(&bob)).await?;
     session.expect_silence(Duration::from_millis(300)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bus_messages_an_older_version_left_pending_are_delivered_after_an_upgrade() -> Result<()> {
+    let server = Server::start(&[]).await?.stop().await?;
+    let bob = user("bob");
+    let id = unique("legacy");
+    // What a version before the bus log kept: a JSON row of `bus_pending` in router.redb.
+    let data = json!({"messageId": id, "recipientId": bob, "encryptedData": CIPHERTEXT_B64});
+    let row = json!({"attributes": {"recipient": bob, "messageId": id}, "data": data.to_string()});
+    let path = server.data_dir.join("router.redb");
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        const PENDING: redb::TableDefinition<u64, &[u8]> =
+            redb::TableDefinition::new("bus_pending");
+        let db = redb::Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(PENDING)?
+            .insert(1, row.to_string().as_bytes())?;
+        txn.commit()?;
+        Ok(())
+    })
+    .await??;
+    let server = server.restart().await?;
+    let mut session = server.connect(&token(&bob)).await?;
+    assert_eq!(
+        session.envelope().await?.0,
+        id,
+        "the pending envelope arrives"
+    );
     Ok(())
 }
