@@ -186,7 +186,7 @@ pub async fn build(
 ) -> anyhow::Result<Backends> {
     validate(args)?;
     let db_path = global.data_dir.join(DB_FILE);
-    let db = EmbeddedDb::open(&db_path)?;
+    let db = EmbeddedDb::open(&db_path, global.embedded_commit_interval)?;
     info!(path = %db_path.display(), "embedded database open");
     let mut embedded_bus = None;
     let redis = redis(args).await?;

@@ -50,6 +50,11 @@ pub struct GlobalArgs {
     /// dev JWT secret.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
+    /// Longest the embedded store keeps applied queue writes before committing them (one
+    /// commit, one fsync, for everything applied meanwhile). Envelopes are delivered at once;
+    /// their bus messages are acked after the commit, so a crash redelivers, never loses.
+    #[arg(long, env = "EMBEDDED_COMMIT_INTERVAL", value_parser = duration, default_value = "5ms", global = true)]
+    pub embedded_commit_interval: Duration,
     /// HS256 secret for JWTs. Unset (and no JWT_JWKS_URL): a dev secret is created in DATA_DIR.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,

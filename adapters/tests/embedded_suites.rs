@@ -17,7 +17,11 @@ fn temp_db(name: &str) -> (EmbeddedDb, PathBuf) {
         std::process::id(),
         uuid_like()
     ));
-    let db = EmbeddedDb::open(&dir.join("router.redb")).expect("open db");
+    let db = EmbeddedDb::open(
+        &dir.join("router.redb"),
+        adapters::embedded::database::DEFAULT_COMMIT_INTERVAL,
+    )
+    .expect("open db");
     (db, dir)
 }
 

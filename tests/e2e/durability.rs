@@ -150,3 +150,33 @@ async fn bus_messages_an_older_version_left_pending_are_delivered_after_an_upgra
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn kill_9_after_delivery_but_before_the_queue_commit_redelivers() -> Result<()> {
+    // A long commit interval keeps the queue write uncommitted while the envelope is delivered.
+    let server = Server::start(&[("EMBEDDED_COMMIT_INTERVAL", "1h")]).await?;
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    // Both connect first: opening a session reads the store, and reads commit.
+    let mut session = server.connect(&token(&bob)).await?;
+    let mut carols = server.connect(&token(&carol)).await?;
+    let id = server.send_ok(&token(&alice), &envelope(&bob)).await?;
+    assert_eq!(
+        session.envelope().await?.0,
+        id,
+        "delivered before its commit"
+    );
+    // Another accepted envelope makes the bus log write (and fsync) whatever acks it holds, so
+    // an ack of bob's bus message sent before the queue commit would now be on disk. Carol is
+    // online: an offline recipient's wake-up would read device tokens.
+    let other = server.send_ok(&token(&alice), &envelope(&carol)).await?;
+    assert_eq!(carols.envelope().await?.0, other);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server = server.kill9().await?.restart().await?;
+    let mut again = server.connect(&token(&bob)).await?;
+    assert_eq!(
+        again.envelope().await?.0,
+        id,
+        "the bus kept the message its queue write had not made durable"
+    );
+    Ok(())
+}

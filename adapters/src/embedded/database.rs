@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -10,38 +12,80 @@ use tracing::error;
 
 use crate::error::AdapterError;
 
-/// Most write operations folded into one transaction (one fsync).
+/// Most write operations the writer takes from its queue at once.
 const MAX_BATCH: usize = 512;
+
+/// Most deferred writes one open transaction holds before it commits regardless of its age.
+const MAX_OPEN_WRITES: usize = 4096;
 
 /// Write operations waiting for the writer thread; callers wait when it is full.
 const WRITE_QUEUE: usize = 4096;
 
-/// Reports a batch's commit result to one operation's caller.
+/// How long deferred writes may wait in the open transaction when `open` is given none.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Reports a commit's (or an apply's) result to one operation's caller.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// One queued write: applies itself to the batch's transaction, then waits for the commit.
+/// One queued write: applies itself to the open transaction and says whether it succeeded.
 type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
 
-/// A write and whether it must be on disk when its caller hears back.
+/// When a write's caller hears back, and what its commit must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// After a durable commit, which happens at the end of the write's batch.
+    Durable,
+    /// Right after the write is applied; its commit may come up to the commit interval later
+    /// and need not be durable.
+    Lazy,
+    /// Right after the write is applied, with a signal for when a durable commit holds it;
+    /// that commit may come up to the commit interval later.
+    Staged,
+    /// After a commit (durable when staged writes are open), at the end of the batch: makes
+    /// every write applied so far visible to readers.
+    Sync,
+}
+
+/// A write with its mode, and the durability signal of a staged write.
 struct WriteJob {
-    durable: bool,
+    mode: Mode,
     op: WriteOp,
+    durable: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Resolves once a staged write is on disk, or with the reason it never will be.
+pub struct DurableSignal(oneshot::Receiver<Result<(), String>>);
+
+impl DurableSignal {
+    /// Waits until the staged write is durable.
+    pub async fn wait(self) -> Result<(), AdapterError> {
+        self.0
+            .await
+            .map_err(|_| AdapterError::Database("writer thread stopped".into()))?
+            .map_err(AdapterError::Database)
+    }
 }
 
 /// A cloneable handle on the embedded database.
 ///
-/// Writes are durable when they return: they are applied by a single writer thread that commits
-/// every queued write in one transaction (group commit), so concurrent callers share one fsync.
-/// Lazy writes (acks) skip the fsync when their batch holds no durable write.
+/// One writer thread applies every write to an open transaction. Durable writes return after
+/// the commit at the end of their batch (group commit: concurrent callers share one fsync).
+/// Lazy and staged writes return as soon as they are applied, and the transaction holding them
+/// commits within the commit interval, so many batches share one commit; a staged write's
+/// caller learns separately when it is durable. Reads see every write that returned before
+/// them: when applied writes wait uncommitted, a read first has them committed.
 #[derive(Clone)]
 pub struct EmbeddedDb {
     db: Arc<Database>,
     writer: mpsc::Sender<WriteJob>,
+    /// Set while the open transaction holds applied writes that readers cannot see yet.
+    uncommitted: Arc<AtomicBool>,
 }
 
 impl EmbeddedDb {
-    /// Opens (or creates) the database at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> Result<Self, AdapterError> {
+    /// Opens (or creates) the database at `path` and starts its writer thread, which commits
+    /// deferred writes at most `commit_interval` after the first of them.
+    pub fn open(path: &Path, commit_interval: Duration) -> Result<Self, AdapterError> {
         let fail = |cause: String| AdapterError::OpenDatabase {
             path: path.display().to_string(),
             cause,
@@ -51,38 +95,69 @@ impl EmbeddedDb {
         }
         let db = Arc::new(Database::create(path).map_err(|e| fail(e.to_string()))?);
         let (writer, jobs) = mpsc::channel(WRITE_QUEUE);
-        let for_thread = db.clone();
+        let uncommitted = Arc::new(AtomicBool::new(false));
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let writer_state = Writer {
+            db: db.clone(),
+            uncommitted: uncommitted.clone(),
+            commit_interval,
+            open: None,
+        };
         std::thread::Builder::new()
             .name("embedded-db-writer".into())
-            .spawn(move || write_loop(&for_thread, jobs))
+            .spawn(move || writer_state.run(&clock, jobs))
             .map_err(|e| fail(e.to_string()))?;
-        Ok(Self { db, writer })
+        Ok(Self {
+            db,
+            writer,
+            uncommitted,
+        })
     }
 
     /// Runs `op` in a write transaction and returns its result once the transaction is durable.
     ///
-    /// If any operation of a batch fails, the whole batch is rolled back and every caller of the
-    /// batch gets an error (they retry; nothing half-written stays).
+    /// If an operation fails, the open transaction is rolled back and every caller still
+    /// waiting on it gets an error (they retry; nothing half-written stays).
     pub async fn write<T, F>(&self, op: F) -> Result<T, AdapterError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
-        self.submit(true, op).await
+        self.submit(Mode::Durable, op, None).await
     }
 
-    /// Like [`EmbeddedDb::write`], but may return before the write reaches the disk: a crash can
-    /// lose it. For writes whose loss only causes a redelivery (acks, purges), which saves an
-    /// fsync when a batch holds nothing else.
+    /// Like [`EmbeddedDb::write`], but returns once applied: a crash, or a later write's
+    /// failure, can lose it. For writes whose loss only causes a redelivery (acks, purges).
     pub async fn write_lazy<T, F>(&self, op: F) -> Result<T, AdapterError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
-        self.submit(false, op).await
+        self.submit(Mode::Lazy, op, None).await
     }
 
-    async fn submit<T, F>(&self, durable: bool, op: F) -> Result<T, AdapterError>
+    /// Applies `op` and returns its result at once, with the signal of its durable commit.
+    /// Until the signal says so, a crash can lose the write: the caller keeps what it needs
+    /// to redo it (for the envelope store: the unacked bus message).
+    pub async fn write_staged<T, F>(&self, op: F) -> Result<(T, DurableSignal), AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        let (durable, signal) = oneshot::channel();
+        let value = self.submit(Mode::Staged, op, Some(durable)).await?;
+        Ok((value, DurableSignal(signal)))
+    }
+
+    async fn submit<T, F>(
+        &self,
+        mode: Mode,
+        op: F,
+        durable: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<T, AdapterError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
@@ -106,25 +181,29 @@ impl EmbeddedDb {
             }
         });
         self.writer
-            .send(WriteJob { durable, op })
+            .send(WriteJob { mode, op, durable })
             .await
             .map_err(|_| AdapterError::Database("writer thread stopped".into()))?;
         rx.await
             .map_err(|_| AdapterError::Database("writer thread stopped".into()))?
     }
 
-    /// Makes every lazy write so far durable (one durable commit persists the non-durable ones
-    /// before it). Called on graceful shutdown.
+    /// Makes every write so far durable (one durable commit persists the earlier ones).
+    /// Called on graceful shutdown.
     pub async fn flush(&self) -> Result<(), AdapterError> {
         self.write(|_| Ok(())).await
     }
 
-    /// Runs `op` in a read transaction on the blocking pool.
+    /// Runs `op` in a read transaction on the blocking pool; it sees every write that returned
+    /// before this call.
     pub async fn read<T, F>(&self, op: F) -> Result<T, AdapterError>
     where
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
+        if self.uncommitted.load(Ordering::SeqCst) {
+            self.submit(Mode::Sync, |_| Ok(()), None).await?;
+        }
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(redb::Error::from)?;
@@ -140,6 +219,11 @@ impl EmbeddedDb {
 /// up to `max`; `None` once every sender is gone. Blocking: for writer threads only.
 pub(crate) fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
     let first = queue.blocking_recv()?;
+    Some(drain_behind(queue, first, max))
+}
+
+/// `first` and every job already queued behind it, up to `max`.
+fn drain_behind<T>(queue: &mut mpsc::Receiver<T>, first: T, max: usize) -> Vec<T> {
     let mut batch = vec![first];
     while batch.len() < max {
         match queue.try_recv() {
@@ -147,49 +231,163 @@ pub(crate) fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option
             Err(_) => break,
         }
     }
-    Some(batch)
+    batch
 }
 
-/// The writer thread: takes every queued job, applies them in one transaction, commits once.
-fn write_loop(db: &Database, mut jobs: mpsc::Receiver<WriteJob>) {
-    while let Some(batch) = next_batch(&mut jobs, MAX_BATCH) {
-        let durable = batch.iter().any(|job| job.durable);
-        let mut txn = match db.begin_write() {
-            Ok(txn) => txn,
-            Err(err) => {
-                error!(cause = %err, "embedded database cannot begin a write");
-                // Jobs dropped unrun: their callers see "writer thread stopped"-like errors.
-                continue;
+/// The transaction the writer keeps open across batches, and who waits on its commit.
+struct OpenTxn {
+    txn: WriteTransaction,
+    /// When its first write was applied: it commits by then plus the commit interval.
+    since: Instant,
+    /// Writes applied to it.
+    writes: usize,
+    /// Whether its commit must be durable (it holds durable or staged writes).
+    durable: bool,
+    /// Callers to answer with the commit's result.
+    waiting: Vec<Completion>,
+    /// Staged writes' durability signals.
+    signals: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Arc<Database>,
+    uncommitted: Arc<AtomicBool>,
+    commit_interval: Duration,
+    open: Option<OpenTxn>,
+}
+
+impl Writer {
+    /// Applies jobs as they come and commits when a batch asks for it, when the open
+    /// transaction reaches its deadline or size, and when every sender is gone.
+    fn run(mut self, clock: &tokio::runtime::Runtime, mut jobs: mpsc::Receiver<WriteJob>) {
+        loop {
+            let batch = match self
+                .open
+                .as_ref()
+                .map(|open| open.since + self.commit_interval)
+            {
+                None => next_batch(&mut jobs, MAX_BATCH),
+                Some(deadline) => {
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    let first = clock
+                        .block_on(async { tokio::time::timeout_at(deadline, jobs.recv()).await });
+                    match first {
+                        Err(_elapsed) => {
+                            self.commit();
+                            continue;
+                        }
+                        Ok(first) => first.map(|first| drain_behind(&mut jobs, first, MAX_BATCH)),
+                    }
+                }
+            };
+            let Some(batch) = batch else {
+                self.commit();
+                return;
+            };
+            let mut commit_now = false;
+            for job in batch {
+                commit_now |= matches!(job.mode, Mode::Durable | Mode::Sync);
+                self.apply(job);
             }
+            let due = self.open.as_ref().is_some_and(|open| {
+                open.writes >= MAX_OPEN_WRITES || open.since.elapsed() >= self.commit_interval
+            });
+            if commit_now || due {
+                self.commit();
+            }
+        }
+    }
+
+    /// Applies `job` to the open transaction (beginning one if needed) and answers it now or
+    /// queues it for the commit, by its mode. A failed write rolls the transaction back.
+    fn apply(&mut self, job: WriteJob) {
+        if self.open.is_none() {
+            match self.db.begin_write() {
+                Ok(txn) => {
+                    self.open = Some(OpenTxn {
+                        txn,
+                        since: Instant::now(),
+                        writes: 0,
+                        durable: false,
+                        waiting: Vec::new(),
+                        signals: Vec::new(),
+                    })
+                }
+                Err(err) => {
+                    // The job is dropped unrun: its caller sees "writer thread stopped".
+                    error!(cause = %err, "embedded database cannot begin a write");
+                    return;
+                }
+            }
+        }
+        let Some(open) = self.open.as_mut() else {
+            return;
         };
-        if !durable && let Err(err) = txn.set_durability(redb::Durability::None) {
+        let (ok, completion) = (job.op)(&open.txn);
+        if !ok {
+            completion(Err("write failed".into()));
+            self.roll_back("a write in the open transaction failed");
+            return;
+        }
+        open.writes += 1;
+        match job.mode {
+            Mode::Durable | Mode::Sync => {
+                open.durable |= job.mode == Mode::Durable;
+                open.waiting.push(completion);
+            }
+            Mode::Lazy | Mode::Staged => {
+                open.durable |= job.mode == Mode::Staged;
+                open.signals.extend(job.durable);
+                self.uncommitted.store(true, Ordering::SeqCst);
+                completion(Ok(()));
+            }
+        }
+    }
+
+    /// Commits the open transaction, if any, and answers everyone waiting on it.
+    fn commit(&mut self) {
+        let Some(mut open) = self.open.take() else {
+            return;
+        };
+        if !open.durable
+            && let Err(err) = open.txn.set_durability(redb::Durability::None)
+        {
             error!(cause = %err, "cannot relax durability; committing durably");
         }
-        let started = std::time::Instant::now();
-        let batch_len = batch.len();
-        let mut all_ok = true;
-        let mut completions = Vec::with_capacity(batch.len());
-        for job in batch {
-            let (ok, completion) = (job.op)(&txn);
-            all_ok &= ok;
-            completions.push(completion);
-        }
-        let result = if all_ok {
-            txn.commit().map_err(|e| e.to_string())
-        } else {
-            let _ = txn.abort();
-            Err("batch rolled back after a failed write".into())
-        };
+        let started = Instant::now();
+        let result = open.txn.commit().map_err(|e| e.to_string());
+        self.uncommitted.store(false, Ordering::SeqCst);
         if let Err(cause) = &result {
-            error!(%cause, "embedded database write failed");
+            error!(%cause, "embedded database commit failed");
         }
-        let kind = if durable { "durable" } else { "lazy" };
+        let kind = if open.durable { "durable" } else { "lazy" };
         metrics::histogram!("envelope_router_embedded_commit_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("envelope_router_embedded_commit_writes", "kind" => kind)
-            .record(batch_len as f64);
-        for completion in completions {
+            .record(open.writes as f64);
+        for completion in open.waiting {
             completion(result.clone());
+        }
+        for signal in open.signals {
+            let _ = signal.send(result.clone());
+        }
+    }
+
+    /// Aborts the open transaction: everyone waiting on it hears `cause`, and the writes
+    /// already answered are lost (staged writes' signals say so).
+    fn roll_back(&mut self, cause: &str) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        error!(%cause, "embedded database rolls back its open transaction");
+        let _ = open.txn.abort();
+        self.uncommitted.store(false, Ordering::SeqCst);
+        for completion in open.waiting {
+            completion(Err(cause.to_owned()));
+        }
+        for signal in open.signals {
+            let _ = signal.send(Err(cause.to_owned()));
         }
     }
 }

@@ -11,6 +11,7 @@ use pipeline::clock::Clock;
 use pipeline::error::StoreError;
 use pipeline::ports::envelope_store::{
     BacklogCursor, BacklogPage, EnqueueOutcome, EnvelopeStore, QueuedEnvelope, Retention,
+    StagedEnqueue,
 };
 use pipeline::{MessageId, UserUrn};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -210,8 +211,20 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
         &self,
         envelopes: &[QueuedEnvelope],
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let staged = self.enqueue_staged(envelopes).await?;
+        staged.durable.await?;
+        Ok(staged.outcomes)
+    }
+
+    async fn enqueue_staged(
+        &self,
+        envelopes: &[QueuedEnvelope],
+    ) -> Result<StagedEnqueue, StoreError> {
         if envelopes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(StagedEnqueue {
+                outcomes: Vec::new(),
+                durable: Box::pin(std::future::ready(Ok(()))),
+            });
         }
         let now = self.clock.now_ms();
         let times = EnqueueTimes {
@@ -220,10 +233,15 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
             dedupe_until: now + self.retention.dedupe.as_millis() as u64,
         };
         let envelopes = envelopes.to_vec();
-        self.db
-            .write(move |txn| enqueue_all(txn, &envelopes, times))
+        let (outcomes, signal) = self
+            .db
+            .write_staged(move |txn| enqueue_all(txn, &envelopes, times))
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(StagedEnqueue {
+            outcomes,
+            durable: Box::pin(async move { signal.wait().await.map_err(unavailable) }),
+        })
     }
 
     async fn backlog(

@@ -30,6 +30,17 @@ pub enum EnqueueOutcome {
     Duplicate,
 }
 
+/// Resolves once staged envelopes would survive a crash, or with why they never will.
+pub type Durability = futures_util::future::BoxFuture<'static, Result<(), StoreError>>;
+
+/// The answer of [`EnvelopeStore::enqueue_staged`].
+pub struct StagedEnqueue {
+    /// One outcome per envelope, final: the store's reads already see the stored ones.
+    pub outcomes: Vec<EnqueueOutcome>,
+    /// When the stored envelopes are durable.
+    pub durable: Durability,
+}
+
 /// Where a backlog page ends, to read the next one. Opaque; only the issuing store reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BacklogCursor(pub String);
@@ -68,6 +79,21 @@ pub trait EnvelopeStore: Send + Sync + 'static {
             outcomes.push(self.enqueue(envelope).await?);
         }
         Ok(outcomes)
+    }
+
+    /// Like [`EnvelopeStore::enqueue_many`], but may answer before the envelopes are
+    /// durable: the caller may deliver them at once and must keep what it needs to redo the
+    /// enqueue (the unacked bus message) until `durable` resolves. Default: `enqueue_many`,
+    /// durable on return.
+    async fn enqueue_staged(
+        &self,
+        envelopes: &[QueuedEnvelope],
+    ) -> Result<StagedEnqueue, StoreError> {
+        let outcomes = self.enqueue_many(envelopes).await?;
+        Ok(StagedEnqueue {
+            outcomes,
+            durable: Box::pin(std::future::ready(Ok(()))),
+        })
     }
 
     /// Reads up to `limit` envelopes of `user`'s queue after `after` (from the start when `None`).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::hash::{Hash, Hasher};
 use thiserror::Error;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
@@ -17,7 +17,7 @@ use crate::ports::bus::{
     ATTR_INGESTED_AT, ATTR_RECIPIENT, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
 };
 use crate::ports::delivery_channel::{DeliveryChannel, DeliveryItem};
-use crate::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
+use crate::ports::envelope_store::{Durability, EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
 use crate::ports::presence::{PresenceStore, SessionInfo};
 use crate::routing::transformer::transform;
 use crate::routing::wakeup::{WakeReason, Wakeups};
@@ -91,13 +91,21 @@ impl Processor {
 
     /// Routes `batch` (messages with their delivery attempts) in order, as
     /// [`Processor::process`] would one by one, with one store write for all of them and one
-    /// presence lookup; returns one result per message, in order.
+    /// presence lookup; returns one result per message, in order, once what was stored is
+    /// durable.
     ///
     /// A store failure fails every stored envelope of the batch (transient: nacked, retried).
     pub async fn process_batch(
         &self,
         batch: &[(&BusMessage, u32)],
     ) -> Vec<Result<Routed, ProcessError>> {
+        self.route_batch(batch).await.settled().await
+    }
+
+    /// Routes `batch` as [`Processor::process_batch`] does, but answers as soon as the
+    /// envelopes are stored (not yet durable) and handed on: the results hold until
+    /// [`RoutedBatch::settled`] says the store made them durable.
+    pub async fn route_batch(&self, batch: &[(&BusMessage, u32)]) -> RoutedBatch {
         let mut results: Vec<Option<Result<Routed, ProcessError>>> =
             (0..batch.len()).map(|_| None).collect();
         let mut parsed = Vec::with_capacity(batch.len());
@@ -119,13 +127,18 @@ impl Processor {
             })
             .collect();
         let stored = if queued.is_empty() {
-            Ok(Vec::new())
+            None
         } else {
-            self.store.enqueue_many(&queued).await
+            Some(self.store.enqueue_staged(&queued).await)
         };
+        let mut durable: Option<Durability> = None;
         let mut outcomes = match stored {
-            Ok(outcomes) if outcomes.len() == queued.len() => outcomes.into_iter(),
-            failed => {
+            None => Vec::new().into_iter(),
+            Some(Ok(staged)) if staged.outcomes.len() == queued.len() => {
+                durable = Some(staged.durable);
+                staged.outcomes.into_iter()
+            }
+            Some(failed) => {
                 let cause = match failed {
                     Err(err) => err.to_string(),
                     Ok(_) => "the store answered a different number of outcomes".into(),
@@ -178,10 +191,13 @@ impl Processor {
             };
             results[index] = Some(routed);
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(ProcessError::Transient("not routed".into()))))
-            .collect()
+        RoutedBatch {
+            results: results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(ProcessError::Transient("not routed".into()))))
+                .collect(),
+            durable,
+        }
     }
 
     /// The live sessions of each of `users` (one lookup), or the lookup's error for each.
@@ -258,20 +274,32 @@ impl Processor {
         }
     }
 
-    /// Routes `batch` and settles each message by its outcome, the acks all at once.
-    async fn handle_batch(&self, bus: &dyn EnvelopeBus, batch: Vec<ReceivedMessage>) {
-        let results = {
+    /// Routes `batch`, then (in a task of `tracker`, holding `permit` so a shard has only so
+    /// many batches unsettled) waits for the store's durability and settles each message by
+    /// its outcome, the acks all at once.
+    async fn handle_batch(
+        &self,
+        bus: Arc<dyn EnvelopeBus>,
+        batch: Vec<ReceivedMessage>,
+        tracker: &TaskTracker,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let routed = {
             let messages: Vec<(&BusMessage, u32)> = batch
                 .iter()
                 .map(|received| (&received.message, received.attempt))
                 .collect();
-            self.process_batch(&messages).await
+            self.route_batch(&messages).await
         };
-        let settles = batch
-            .into_iter()
-            .zip(results)
-            .map(|(received, result)| Self::settle(bus, received, result));
-        futures_util::future::join_all(settles).await;
+        tracker.spawn(async move {
+            let results = routed.settled().await;
+            let settles = batch
+                .into_iter()
+                .zip(results)
+                .map(|(received, result)| Self::settle(bus.as_ref(), received, result));
+            futures_util::future::join_all(settles).await;
+            drop(permit);
+        });
     }
 
     /// Acks, nacks or dead-letters one received message by its routing `result`.
@@ -329,11 +357,16 @@ impl Processor {
             let (sender, mut receiver) = mpsc::channel::<ReceivedMessage>(SHARD_QUEUE);
             let processor = self.clone();
             let bus = bus.clone();
+            let settles = tracker.clone();
             tracker.spawn(async move {
+                let unsettled = Arc::new(Semaphore::new(UNSETTLED_BATCHES));
                 let mut batch = Vec::with_capacity(SHARD_BATCH);
                 while receiver.recv_many(&mut batch, SHARD_BATCH).await > 0 {
+                    let Ok(permit) = unsettled.clone().acquire_owned().await else {
+                        break;
+                    };
                     processor
-                        .handle_batch(bus.as_ref(), std::mem::take(&mut batch))
+                        .handle_batch(bus.clone(), std::mem::take(&mut batch), &settles, permit)
                         .await;
                 }
             });
@@ -364,6 +397,35 @@ const SHARD_QUEUE: usize = 64;
 
 /// Most messages a worker routes together (one store write, one presence lookup).
 const SHARD_BATCH: usize = 64;
+
+/// Routed batches of one worker that may wait for their store's durability at once.
+const UNSETTLED_BATCHES: usize = 8;
+
+/// A routed batch: its results, and the durability of what it stored, which they wait for.
+pub struct RoutedBatch {
+    results: Vec<Result<Routed, ProcessError>>,
+    durable: Option<Durability>,
+}
+
+impl RoutedBatch {
+    /// The results once what the batch stored is durable; if it never will be, every
+    /// success becomes a transient failure, so its bus message comes again.
+    pub async fn settled(self) -> Vec<Result<Routed, ProcessError>> {
+        let Some(durable) = self.durable else {
+            return self.results;
+        };
+        match durable.await {
+            Ok(()) => self.results,
+            Err(err) => {
+                let cause = format!("store write not durable: {err}");
+                self.results
+                    .into_iter()
+                    .map(|result| result.and(Err(ProcessError::Transient(cause.clone()))))
+                    .collect()
+            }
+        }
+    }
+}
 
 /// The worker of `message`: by recipient attribute, else by content.
 fn shard_of(message: &BusMessage, shards: usize) -> usize {

@@ -92,6 +92,21 @@ where
         .collect();
     assert_eq!(store.ack(&carol, &carol_ids).await.expect("ack"), 3);
 
+    // A staged enqueue's outcomes are final and its envelopes readable before it is durable,
+    // and acking them then works as for any stored envelope.
+    let staged = store
+        .enqueue_staged(&[queued(&carol, "s1", false), queued(&carol, "s1", false)])
+        .await
+        .expect("enqueue_staged");
+    assert_eq!(
+        staged.outcomes,
+        vec![EnqueueOutcome::Stored, EnqueueOutcome::Duplicate]
+    );
+    assert_eq!(all_ids(store.as_ref(), &carol, 10).await, ["s1"]);
+    staged.durable.await.expect("durable");
+    let s1 = MessageId::parse("s1").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.ack(&carol, &[s1]).await.expect("ack staged"), 1);
+
     // Empty queue.
     assert!(all_ids(store.as_ref(), &alice, 10).await.is_empty());
     assert_eq!(store.depth(&alice).await.expect("depth"), 0);
