@@ -302,27 +302,23 @@ impl Writer {
     /// Applies `job` to the open transaction (beginning one if needed) and answers it now or
     /// queues it for the commit, by its mode. A failed write rolls the transaction back.
     fn apply(&mut self, job: WriteJob) {
-        if self.open.is_none() {
-            match self.db.begin_write() {
-                Ok(txn) => {
-                    self.open = Some(OpenTxn {
-                        txn,
-                        since: Instant::now(),
-                        writes: 0,
-                        durable: false,
-                        waiting: Vec::new(),
-                        signals: Vec::new(),
-                    })
-                }
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => match self.db.begin_write() {
+                Ok(txn) => self.open.insert(OpenTxn {
+                    txn,
+                    since: Instant::now(),
+                    writes: 0,
+                    durable: false,
+                    waiting: Vec::new(),
+                    signals: Vec::new(),
+                }),
                 Err(err) => {
                     // The job is dropped unrun: its caller sees "writer thread stopped".
                     error!(cause = %err, "embedded database cannot begin a write");
                     return;
                 }
-            }
-        }
-        let Some(open) = self.open.as_mut() else {
-            return;
+            },
         };
         let (ok, completion) = (job.op)(&open.txn);
         if !ok {
@@ -356,22 +352,25 @@ impl Writer {
             error!(cause = %err, "cannot relax durability; committing durably");
         }
         let started = Instant::now();
-        let result = open.txn.commit().map_err(|e| e.to_string());
+        let OpenTxn {
+            txn,
+            writes,
+            durable,
+            waiting,
+            signals,
+            ..
+        } = open;
+        let result = txn.commit().map_err(|e| e.to_string());
         self.uncommitted.store(false, Ordering::SeqCst);
         if let Err(cause) = &result {
             error!(%cause, "embedded database commit failed");
         }
-        let kind = if open.durable { "durable" } else { "lazy" };
+        let kind = if durable { "durable" } else { "lazy" };
         metrics::histogram!("envelope_router_embedded_commit_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("envelope_router_embedded_commit_writes", "kind" => kind)
-            .record(open.writes as f64);
-        for completion in open.waiting {
-            completion(result.clone());
-        }
-        for signal in open.signals {
-            let _ = signal.send(result.clone());
-        }
+            .record(writes as f64);
+        answer(waiting, signals, &result);
     }
 
     /// Aborts the open transaction: everyone waiting on it hears `cause`, and the writes
@@ -381,13 +380,28 @@ impl Writer {
             return;
         };
         error!(%cause, "embedded database rolls back its open transaction");
-        let _ = open.txn.abort();
+        let OpenTxn {
+            txn,
+            waiting,
+            signals,
+            ..
+        } = open;
+        let _ = txn.abort();
         self.uncommitted.store(false, Ordering::SeqCst);
-        for completion in open.waiting {
-            completion(Err(cause.to_owned()));
-        }
-        for signal in open.signals {
-            let _ = signal.send(Err(cause.to_owned()));
-        }
+        answer(waiting, signals, &Err(cause.to_owned()));
+    }
+}
+
+/// Tells every caller waiting on a transaction, and every staged write's signal, `result`.
+fn answer(
+    waiting: Vec<Completion>,
+    signals: Vec<oneshot::Sender<Result<(), String>>>,
+    result: &Result<(), String>,
+) {
+    for completion in waiting {
+        completion(result.clone());
+    }
+    for signal in signals {
+        let _ = signal.send(result.clone());
     }
 }

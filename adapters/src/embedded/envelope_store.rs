@@ -221,10 +221,7 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
         envelopes: &[QueuedEnvelope],
     ) -> Result<StagedEnqueue, StoreError> {
         if envelopes.is_empty() {
-            return Ok(StagedEnqueue {
-                outcomes: Vec::new(),
-                durable: Box::pin(std::future::ready(Ok(()))),
-            });
+            return Ok(StagedEnqueue::durable_now(Vec::new()));
         }
         let now = self.clock.now_ms();
         let times = EnqueueTimes {

@@ -41,6 +41,16 @@ pub struct StagedEnqueue {
     pub durable: Durability,
 }
 
+impl StagedEnqueue {
+    /// Outcomes of envelopes that are durable already.
+    pub fn durable_now(outcomes: Vec<EnqueueOutcome>) -> Self {
+        Self {
+            outcomes,
+            durable: Box::pin(std::future::ready(Ok(()))),
+        }
+    }
+}
+
 /// Where a backlog page ends, to read the next one. Opaque; only the issuing store reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BacklogCursor(pub String);
@@ -89,11 +99,9 @@ pub trait EnvelopeStore: Send + Sync + 'static {
         &self,
         envelopes: &[QueuedEnvelope],
     ) -> Result<StagedEnqueue, StoreError> {
-        let outcomes = self.enqueue_many(envelopes).await?;
-        Ok(StagedEnqueue {
-            outcomes,
-            durable: Box::pin(std::future::ready(Ok(()))),
-        })
+        Ok(StagedEnqueue::durable_now(
+            self.enqueue_many(envelopes).await?,
+        ))
     }
 
     /// Reads up to `limit` envelopes of `user`'s queue after `after` (from the start when `None`).
