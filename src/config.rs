@@ -504,3 +504,48 @@ pub struct TokenArgs {
     #[arg(long, value_parser = duration, default_value = "24h")]
     pub ttl: Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// The commit interval of `serve` parsed from `args`, or clap's error.
+    fn commit_interval(args: &[&str]) -> Result<std::time::Duration, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        assert!(matches!(cli.command, Command::Serve(_)));
+        Ok(cli.global.embedded_commit_interval)
+    }
+
+    #[test]
+    fn the_commit_interval_defaults_to_5ms_and_takes_durations() {
+        assert_eq!(
+            commit_interval(&["envelope-router", "serve"]).ok(),
+            Some(std::time::Duration::from_millis(5))
+        );
+        assert_eq!(
+            commit_interval(&[
+                "envelope-router",
+                "serve",
+                "--embedded-commit-interval",
+                "1h"
+            ])
+            .ok(),
+            Some(std::time::Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn a_commit_interval_that_is_not_a_duration_is_refused() {
+        let err = commit_interval(&[
+            "envelope-router",
+            "serve",
+            "--embedded-commit-interval",
+            "soon",
+        ])
+        .err()
+        .map(|e| e.kind());
+        assert_eq!(err, Some(clap::error::ErrorKind::ValueValidation));
+    }
+}
