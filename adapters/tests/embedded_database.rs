@@ -5,16 +5,12 @@ use std::time::Duration;
 use adapters::embedded::EmbeddedDb;
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
+mod common;
+
 const TABLE: TableDefinition<&str, u64> = TableDefinition::new("t");
 
 fn temp_path(name: &str) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    std::env::temp_dir()
-        .join(format!("er-db-{name}-{}-{nanos}", std::process::id()))
-        .join("router.redb")
+    common::temp_dir(&format!("db-{name}")).join("router.redb")
 }
 
 async fn value_of(db: &EmbeddedDb, key: &'static str) -> Option<u64> {

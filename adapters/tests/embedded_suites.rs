@@ -11,25 +11,16 @@ use pipeline::clock::SystemClock;
 use pipeline::ports::{DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore};
 use pipeline::testkit;
 
+mod common;
+
 fn temp_db(name: &str) -> (EmbeddedDb, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "er-suite-{name}-{}-{}",
-        std::process::id(),
-        uuid_like()
-    ));
+    let dir = common::temp_dir(&format!("suite-{name}"));
     let db = EmbeddedDb::open(
         &dir.join("router.redb"),
         adapters::embedded::database::DEFAULT_COMMIT_INTERVAL,
     )
     .expect("open db");
     (db, dir)
-}
-
-fn uuid_like() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 //! commit, read from the blocking pool.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
@@ -53,6 +53,21 @@ struct WriteJob {
     durable: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// Work a user of the database keeps outside the open transaction until it commits: writes
+/// that are often undone before the commit (an enqueue acked within the commit interval)
+/// never touch the tables.
+pub trait CommitHook: Send + Sync {
+    /// Writes what is held into `txn`; runs on the writer thread right before each commit.
+    /// An error rolls the transaction back.
+    fn before_commit(&self, txn: &WriteTransaction) -> Result<(), redb::Error>;
+
+    /// Drops what is held: the open transaction was rolled back, so it is lost with it.
+    fn rolled_back(&self);
+}
+
+/// The hooks every commit runs, shared by the handles and the writer thread.
+type Hooks = Arc<Mutex<Vec<Arc<dyn CommitHook>>>>;
+
 /// Resolves once a staged write is on disk, or with the reason it never will be.
 pub struct DurableSignal(oneshot::Receiver<Result<(), String>>);
 
@@ -73,13 +88,15 @@ impl DurableSignal {
 /// Lazy and staged writes return as soon as they are applied, and the transaction holding them
 /// commits within the commit interval, so many batches share one commit; a staged write's
 /// caller learns separately when it is durable. Reads see every write that returned before
-/// them: when applied writes wait uncommitted, a read first has them committed.
+/// them: when applied writes wait uncommitted, a read first has them committed. Commit hooks
+/// write what their owners held back right before each commit.
 #[derive(Clone)]
 pub struct EmbeddedDb {
     db: Arc<Database>,
     writer: mpsc::Sender<WriteJob>,
     /// Set while the open transaction holds applied writes that readers cannot see yet.
     uncommitted: Arc<AtomicBool>,
+    hooks: Hooks,
 }
 
 impl EmbeddedDb {
@@ -96,6 +113,7 @@ impl EmbeddedDb {
         let db = Arc::new(Database::create(path).map_err(|e| fail(e.to_string()))?);
         let (writer, jobs) = mpsc::channel(WRITE_QUEUE);
         let uncommitted = Arc::new(AtomicBool::new(false));
+        let hooks = Hooks::default();
         let clock = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -103,6 +121,7 @@ impl EmbeddedDb {
         let writer_state = Writer {
             db: db.clone(),
             uncommitted: uncommitted.clone(),
+            hooks: hooks.clone(),
             commit_interval,
             open: None,
         };
@@ -114,7 +133,16 @@ impl EmbeddedDb {
             db,
             writer,
             uncommitted,
+            hooks,
         })
+    }
+
+    /// Has every later commit run `hook` first (and every roll-back tell it).
+    pub fn add_commit_hook(&self, hook: Arc<dyn CommitHook>) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
     }
 
     /// Runs `op` in a write transaction and returns its result once the transaction is durable.
@@ -253,6 +281,7 @@ struct OpenTxn {
 struct Writer {
     db: Arc<Database>,
     uncommitted: Arc<AtomicBool>,
+    hooks: Hooks,
     commit_interval: Duration,
     open: Option<OpenTxn>,
 }
@@ -341,8 +370,28 @@ impl Writer {
         }
     }
 
-    /// Commits the open transaction, if any, and answers everyone waiting on it.
+    /// The hooks registered so far.
+    fn hooks(&self) -> Vec<Arc<dyn CommitHook>> {
+        self.hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs the hooks, commits the open transaction, if any, and answers everyone waiting on
+    /// it. A failing hook rolls the transaction back instead.
     fn commit(&mut self) {
+        let hooks = self.hooks();
+        let Some(open) = &self.open else {
+            return;
+        };
+        if let Err(err) = hooks
+            .iter()
+            .try_for_each(|hook| hook.before_commit(&open.txn))
+        {
+            self.roll_back(&format!("a commit hook failed: {err}"));
+            return;
+        }
         let Some(mut open) = self.open.take() else {
             return;
         };
@@ -387,6 +436,9 @@ impl Writer {
             ..
         } = open;
         let _ = txn.abort();
+        for hook in self.hooks() {
+            hook.rolled_back();
+        }
         self.uncommitted.store(false, Ordering::SeqCst);
         answer(waiting, signals, &Err(cause.to_owned()));
     }

@@ -3,6 +3,11 @@
 //! Tables: `queue` (recipient, lane, seq) → record; `queue_ids` (recipient, id) → (lane, seq);
 //! `dedupe` (recipient, id) → window end; `expiry` and `dedupe_expiry` index both by time for
 //! purges. Every operation is a B-tree lookup or range: ack is O(log n), no scans.
+//!
+//! An enqueue writes its dedupe entry at once but holds the envelope in a [`PendingQueue`]
+//! until the open transaction commits; an ack within that time never touches the queue tables.
+
+mod pending;
 
 use std::sync::Arc;
 
@@ -16,6 +21,7 @@ use pipeline::ports::envelope_store::{
 use pipeline::{MessageId, UserUrn};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use self::pending::PendingQueue;
 use crate::embedded::database::EmbeddedDb;
 use crate::error::AdapterError;
 
@@ -108,10 +114,12 @@ struct EnqueueTimes {
     dedupe_until: u64,
 }
 
-/// Enqueues `envelopes` in order in `txn`, opening each table once: a known id within its
-/// dedupe window (also one earlier in the same batch) is a duplicate.
+/// Enqueues `envelopes` in order in `txn`: a known id within its dedupe window (also one
+/// earlier in the same batch) is a duplicate; the others get their dedupe entries and wait in
+/// `pending` for the commit.
 fn enqueue_all(
     txn: &redb::WriteTransaction,
+    pending: &PendingQueue,
     envelopes: &[QueuedEnvelope],
     times: EnqueueTimes,
 ) -> Result<Vec<EnqueueOutcome>, redb::Error> {
@@ -136,19 +144,8 @@ fn enqueue_all(
             dedupe_expiry.remove((old.value(), user, id))?;
         }
         dedupe_expiry.insert((times.dedupe_until, user, id), ())?;
-        seq += 1;
-        let lane = if envelope.express {
-            EXPRESS_LANE
-        } else {
-            NORMAL_LANE
-        };
-        let record = Record {
-            expires_at_ms: times.expires_at,
-            message_id: id,
-            json: &envelope.json,
-        };
         // An id past its dedupe window but still queued is replaced, not doubled.
-        if let Some(old) = ids.insert((user, id), (lane, seq))? {
+        if let Some(old) = ids.remove((user, id))? {
             let (old_lane, old_seq) = old.value();
             if let Some(bytes) = queue.remove((user, old_lane, old_seq))?
                 && let Ok(old_record) = Record::decode(bytes.value())
@@ -156,8 +153,19 @@ fn enqueue_all(
                 expiry.remove((old_record.expires_at_ms, user, id))?;
             }
         }
-        queue.insert((user, lane, seq), record.encode().as_slice())?;
-        expiry.insert((times.expires_at, user, id), ())?;
+        seq += 1;
+        let lane = if envelope.express {
+            EXPRESS_LANE
+        } else {
+            NORMAL_LANE
+        };
+        pending.hold(
+            &envelope.recipient,
+            &envelope.message_id,
+            (lane, seq),
+            times.expires_at,
+            &envelope.json,
+        );
         outcomes.push(EnqueueOutcome::Stored);
     }
     meta.insert(SEQ_KEY, seq)?;
@@ -168,6 +176,8 @@ fn enqueue_all(
 #[derive(Clone)]
 pub struct EmbeddedEnvelopeStore {
     db: EmbeddedDb,
+    /// Enqueued envelopes the open transaction has not written yet.
+    pending: Arc<PendingQueue>,
     retention: Retention,
     clock: Arc<dyn Clock>,
 }
@@ -189,8 +199,11 @@ impl EmbeddedEnvelopeStore {
             Ok(())
         })
         .await?;
+        let pending = Arc::new(PendingQueue::default());
+        db.add_commit_hook(pending.clone());
         Ok(Self {
             db,
+            pending,
             retention,
             clock,
         })
@@ -230,9 +243,10 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
             dedupe_until: now + self.retention.dedupe.as_millis() as u64,
         };
         let envelopes = envelopes.to_vec();
+        let pending = self.pending.clone();
         let (outcomes, signal) = self
             .db
-            .write_staged(move |txn| enqueue_all(txn, &envelopes, times))
+            .write_staged(move |txn| enqueue_all(txn, &pending, &envelopes, times))
             .await
             .map_err(unavailable)?;
         Ok(StagedEnqueue {
@@ -309,15 +323,28 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
     async fn ack(&self, user: &UserUrn, ids: &[MessageId]) -> Result<usize, StoreError> {
         let owner = user.clone();
         let ids = ids.to_vec();
+        let pending = self.pending.clone();
         // A lost ack only redelivers the envelope after a crash (at least once); no fsync needed.
         self.db
             .write_lazy(move |txn| {
+                // Envelopes still held for the commit leave without a table write.
+                let mut removed = 0;
+                let mut stored = Vec::new();
+                for id in &ids {
+                    if pending.take(&owner, id) {
+                        removed += 1;
+                    } else {
+                        stored.push(id);
+                    }
+                }
+                if stored.is_empty() {
+                    return Ok(removed);
+                }
                 let user = owner.as_str();
                 let mut index = txn.open_table(QUEUE_IDS)?;
                 let mut queue = txn.open_table(QUEUE)?;
                 let mut expiry = txn.open_table(EXPIRY)?;
-                let mut removed = 0;
-                for id in &ids {
+                for id in stored {
                     let Some(position) = index.remove((user, id.as_str()))? else {
                         continue;
                     };
@@ -422,9 +449,12 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
         let mut total = 0;
         loop {
             let now = self.clock.now_ms();
+            let pending = self.pending.clone();
             let purged = self
                 .db
                 .write_lazy(move |txn| {
+                    // Held envelopes go into the tables first, so the expiry index sees them.
+                    pending.write_into(txn)?;
                     let mut purged = 0u64;
                     let mut expiry = txn.open_table(EXPIRY)?;
                     let mut index = txn.open_table(QUEUE_IDS)?;

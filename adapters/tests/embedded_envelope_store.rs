@@ -1,0 +1,192 @@
+//! The embedded envelope store holds an enqueue out of its queue tables until the open
+//! transaction commits: an ack before then, a reopen after it, a roll-back and a purge all
+//! find the queue they should.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::embedded::{EmbeddedDb, EmbeddedEnvelopeStore};
+use pipeline::clock::SystemClock;
+use pipeline::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, QueuedEnvelope, Retention};
+use pipeline::{MessageId, UserUrn};
+use redb::TableDefinition;
+
+/// Long enough that only the commits a test asks for happen.
+const NO_TIMED_COMMITS: Duration = Duration::from_secs(3600);
+
+const HOUR: Retention = Retention {
+    envelopes: Duration::from_secs(3600),
+    dedupe: Duration::from_secs(3600),
+};
+
+fn queued(recipient: &UserUrn, id: &str) -> QueuedEnvelope {
+    QueuedEnvelope {
+        message_id: MessageId::parse(id).unwrap_or_else(|e| panic!("{e}")),
+        recipient: recipient.clone(),
+        express: false,
+        json: format!(
+            r#"{{"messageId":"{id}","recipientId":"{recipient}","encryptedData":"AA=="}}"#
+        )
+        .into(),
+    }
+}
+
+fn id(text: &str) -> MessageId {
+    MessageId::parse(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Opens the store in `dir`, waiting while an earlier handle's writer thread still holds
+/// the file.
+async fn open_store(dir: &Path, retention: Retention) -> (EmbeddedDb, EmbeddedEnvelopeStore) {
+    let path = dir.join("router.redb");
+    let mut db = EmbeddedDb::open(&path, NO_TIMED_COMMITS);
+    for _ in 0..50 {
+        if db.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        db = EmbeddedDb::open(&path, NO_TIMED_COMMITS);
+    }
+    let db = db.expect("open database");
+    let store = EmbeddedEnvelopeStore::new(db.clone(), retention, Arc::new(SystemClock))
+        .await
+        .expect("open store");
+    (db, store)
+}
+
+async fn backlog_ids(store: &EmbeddedEnvelopeStore, user: &UserUrn) -> Vec<String> {
+    let page = store.backlog(user, None, 100).await.expect("backlog");
+    page.envelopes
+        .iter()
+        .map(|e| e.message_id.to_string())
+        .collect()
+}
+
+/// Enqueues `envelopes` and commits them at once (no timed commits happen in these tests).
+async fn enqueue_committed(
+    db: &EmbeddedDb,
+    store: &EmbeddedEnvelopeStore,
+    envelopes: &[QueuedEnvelope],
+) -> Vec<EnqueueOutcome> {
+    let staged = store.enqueue_staged(envelopes).await.expect("enqueue");
+    db.flush().await.expect("flush");
+    staged.durable.await.expect("durable");
+    staged.outcomes
+}
+
+fn remove(dir: PathBuf) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_envelope_acked_before_its_commit_is_gone_and_its_id_still_deduped_after_a_reopen() {
+    let dir = common::temp_dir("held-ack");
+    let user = pipeline::testkit::user("held-ack", "ana");
+    let (db, store) = open_store(&dir, HOUR).await;
+    let staged = store
+        .enqueue_staged(&[queued(&user, "m-acked"), queued(&user, "m-kept")])
+        .await
+        .expect("enqueue");
+    assert_eq!(staged.outcomes, vec![EnqueueOutcome::Stored; 2]);
+    let mut durable = staged.durable;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut durable)
+            .await
+            .is_err(),
+        "nothing is durable before a commit"
+    );
+    assert_eq!(store.ack(&user, &[id("m-acked")]).await.expect("ack"), 1);
+    assert_eq!(store.ack(&user, &[id("m-acked")]).await.expect("ack"), 0);
+    db.flush().await.expect("flush");
+    durable.await.expect("durable after the commit");
+    assert_eq!(backlog_ids(&store, &user).await, ["m-kept"]);
+    assert!(
+        !store
+            .contains(&user, &id("m-acked"))
+            .await
+            .expect("contains")
+    );
+    drop((store, db));
+
+    let (db, store) = open_store(&dir, HOUR).await;
+    assert_eq!(store.depth(&user).await.expect("depth"), 1);
+    assert_eq!(backlog_ids(&store, &user).await, ["m-kept"]);
+    assert_eq!(
+        enqueue_committed(
+            &db,
+            &store,
+            &[queued(&user, "m-acked"), queued(&user, "m-kept")]
+        )
+        .await,
+        vec![EnqueueOutcome::Duplicate; 2],
+        "both ids are remembered for dedupe"
+    );
+    drop((store, db));
+    remove(dir);
+}
+
+#[tokio::test]
+async fn a_rolled_back_transaction_drops_the_envelopes_it_held() {
+    let dir = common::temp_dir("held-rollback");
+    let user = pipeline::testkit::user("held-rollback", "ben");
+    let (db, store) = open_store(&dir, HOUR).await;
+    let staged = store
+        .enqueue_staged(&[queued(&user, "m-lost")])
+        .await
+        .expect("enqueue");
+    assert_eq!(staged.outcomes, vec![EnqueueOutcome::Stored]);
+    // A write that fails in the same open transaction: the queue table has other types.
+    const WRONG_TYPES: TableDefinition<u64, u64> = TableDefinition::new("queue");
+    let failed = db
+        .write_lazy(|txn| {
+            txn.open_table(WRONG_TYPES)?;
+            Ok(())
+        })
+        .await;
+    assert!(failed.is_err(), "opening a table with other types fails");
+    assert!(
+        staged.durable.await.is_err(),
+        "the staged enqueue hears it will never be durable"
+    );
+    db.flush().await.expect("flush");
+    assert_eq!(
+        store.depth(&user).await.expect("depth"),
+        0,
+        "a later commit does not write what the roll-back dropped"
+    );
+    // Its dedupe entry went with it: the redelivered envelope is stored.
+    assert_eq!(
+        enqueue_committed(&db, &store, &[queued(&user, "m-lost")]).await,
+        vec![EnqueueOutcome::Stored]
+    );
+    assert_eq!(backlog_ids(&store, &user).await, ["m-lost"]);
+    drop((store, db));
+    remove(dir);
+}
+
+#[tokio::test]
+async fn a_purge_finds_expired_envelopes_still_held_for_the_commit() {
+    let dir = common::temp_dir("held-purge");
+    let user = pipeline::testkit::user("held-purge", "cy");
+    let short = Retention {
+        envelopes: Duration::from_millis(50),
+        dedupe: Duration::from_secs(3600),
+    };
+    let (db, store) = open_store(&dir, short).await;
+    let staged = store
+        .enqueue_staged(&[queued(&user, "m-old")])
+        .await
+        .expect("enqueue");
+    assert_eq!(staged.outcomes, vec![EnqueueOutcome::Stored]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.purge_expired().await.expect("purge"), 1);
+    db.flush().await.expect("flush");
+    staged.durable.await.expect("durable");
+    assert_eq!(store.depth(&user).await.expect("depth"), 0);
+    assert_eq!(store.purge_expired().await.expect("purge again"), 0);
+    drop((store, db));
+    remove(dir);
+}
