@@ -36,6 +36,9 @@ pub struct Load {
     pub duration: Duration,
     /// Envelopes per second in all (open loop); `None` sends as fast as answers come (closed loop).
     pub rate: Option<u64>,
+    /// How long a WebSocket receiver gathers acks before it sends them (sooner when it has a
+    /// full batch). MQTT receivers ack each publish as it comes (QoS 1 PUBACK).
+    pub ack_interval: Duration,
 }
 
 /// A message id carrying its send time (µs since the run started) and a sequence number.

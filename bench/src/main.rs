@@ -47,6 +47,9 @@ struct Args {
     /// Envelopes per second in all (open loop); unset: closed loop at maximum.
     #[arg(long)]
     rate: Option<u64>,
+    /// How long a WebSocket receiver gathers acks before sending them (or 64 of them).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    ack_interval: Duration,
     /// The router binary (a release build).
     #[arg(long, default_value = "target/release/envelope-router")]
     router_bin: PathBuf,
@@ -87,6 +90,7 @@ async fn main() -> Result<()> {
         payload: args.payload,
         duration: args.duration,
         rate: args.rate,
+        ack_interval: args.ack_interval,
     };
     match args.scenario {
         Scenario::Embedded => {

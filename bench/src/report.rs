@@ -15,6 +15,8 @@ pub struct Report {
     pub scenario: String,
     /// Receivers, senders, payload bytes, seconds, rate (0 = closed loop).
     pub load: (usize, usize, usize, f64, u64),
+    /// How long WebSocket receivers gathered acks (milliseconds).
+    pub ack_interval_ms: f64,
     /// Our run.
     pub router: RunStats,
     /// Mosquitto's run.
@@ -38,6 +40,7 @@ impl Report {
                 load.duration.as_secs_f64(),
                 load.rate.unwrap_or(0),
             ),
+            ack_interval_ms: load.ack_interval.as_secs_f64() * 1000.0,
             throughput_ratio: ratio(router.throughput_per_s, baseline.throughput_per_s),
             p99_ratio: ratio(router.p99_ms, baseline.p99_ms),
             router,
@@ -49,13 +52,14 @@ impl Report {
     pub fn markdown(&self) -> String {
         let (r, s, p, d, rate) = self.load;
         let mut out = format!(
-            "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}\n\n| system | accepted | received | lost | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}, acks gathered for {} ms\n\n| system | accepted | received | lost | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.scenario,
             if rate == 0 {
                 "closed loop".to_owned()
             } else {
                 format!("{rate}/s open loop")
-            }
+            },
+            self.ack_interval_ms
         );
         for run in [&self.router, &self.baseline] {
             out.push_str(&format!(

@@ -17,7 +17,7 @@ use crate::processes::SECRET;
 use crate::stats::Collector;
 use crate::{Load, message_id, next_index};
 
-/// Acks are sent per this many envelopes (or on the flush tick).
+/// Acks are sent per this many envelopes (or on the flush tick, `Load::ack_interval`).
 const ACK_BATCH: usize = 64;
 
 /// What a run produced: receipts, accepted ids, failed requests, time spent sending.
@@ -92,11 +92,12 @@ pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
             .await
             .context("receiver connect")?;
         let collector = collector.clone();
+        let ack_interval = load.ack_interval;
         let mut stop = stop_rx.clone();
         receivers.push(tokio::spawn(async move {
             let (mut sink, mut stream) = socket.split();
             let mut pending: Vec<String> = Vec::new();
-            let mut flush = tokio::time::interval(Duration::from_millis(20));
+            let mut flush = tokio::time::interval(ack_interval);
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,

@@ -34,6 +34,7 @@ fn tiny_load() -> Load {
         payload: 256,
         duration: Duration::from_secs(1),
         rate: None,
+        ack_interval: Duration::from_millis(20),
     }
 }
 
