@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use adapters::embedded::{EmbeddedDb, EmbeddedEnvelopeStore};
 use pipeline::clock::SystemClock;
-use pipeline::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, QueuedEnvelope, Retention};
+use pipeline::ports::envelope_store::{
+    Durability, EnqueueOutcome, EnvelopeStore, QueuedEnvelope, Retention,
+};
 use pipeline::{MessageId, UserUrn};
 use redb::TableDefinition;
 
@@ -65,6 +67,16 @@ async fn backlog_ids(store: &EmbeddedEnvelopeStore, user: &UserUrn) -> Vec<Strin
         .collect()
 }
 
+/// Stages `envelopes`, checks that each is new, and returns the signal of their commit.
+async fn stage_new(store: &EmbeddedEnvelopeStore, envelopes: &[QueuedEnvelope]) -> Durability {
+    let staged = store.enqueue_staged(envelopes).await.expect("enqueue");
+    assert_eq!(
+        staged.outcomes,
+        vec![EnqueueOutcome::Stored; envelopes.len()]
+    );
+    staged.durable
+}
+
 /// Enqueues `envelopes` and commits them at once (no timed commits happen in these tests).
 async fn enqueue_committed(
     db: &EmbeddedDb,
@@ -77,21 +89,27 @@ async fn enqueue_committed(
     staged.outcomes
 }
 
-fn remove(dir: PathBuf) {
+/// A store in a fresh directory named after `name`, and a user of its own.
+async fn fresh(
+    name: &str,
+    retention: Retention,
+) -> (PathBuf, UserUrn, EmbeddedDb, EmbeddedEnvelopeStore) {
+    let dir = common::temp_dir(name);
+    let user = pipeline::testkit::user(name, "user");
+    let (db, store) = open_store(&dir, retention).await;
+    (dir, user, db, store)
+}
+
+/// Closes the store and removes its directory.
+fn close(dir: PathBuf, db: EmbeddedDb, store: EmbeddedEnvelopeStore) {
+    drop((store, db));
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn an_envelope_acked_before_its_commit_is_gone_and_its_id_still_deduped_after_a_reopen() {
-    let dir = common::temp_dir("held-ack");
-    let user = pipeline::testkit::user("held-ack", "ana");
-    let (db, store) = open_store(&dir, HOUR).await;
-    let staged = store
-        .enqueue_staged(&[queued(&user, "m-acked"), queued(&user, "m-kept")])
-        .await
-        .expect("enqueue");
-    assert_eq!(staged.outcomes, vec![EnqueueOutcome::Stored; 2]);
-    let mut durable = staged.durable;
+    let (dir, user, db, store) = fresh("held-ack", HOUR).await;
+    let mut durable = stage_new(&store, &[queued(&user, "m-acked"), queued(&user, "m-kept")]).await;
     assert!(
         tokio::time::timeout(Duration::from_millis(100), &mut durable)
             .await
@@ -124,20 +142,13 @@ async fn an_envelope_acked_before_its_commit_is_gone_and_its_id_still_deduped_af
         vec![EnqueueOutcome::Duplicate; 2],
         "both ids are remembered for dedupe"
     );
-    drop((store, db));
-    remove(dir);
+    close(dir, db, store);
 }
 
 #[tokio::test]
 async fn a_rolled_back_transaction_drops_the_envelopes_it_held() {
-    let dir = common::temp_dir("held-rollback");
-    let user = pipeline::testkit::user("held-rollback", "ben");
-    let (db, store) = open_store(&dir, HOUR).await;
-    let staged = store
-        .enqueue_staged(&[queued(&user, "m-lost")])
-        .await
-        .expect("enqueue");
-    assert_eq!(staged.outcomes, vec![EnqueueOutcome::Stored]);
+    let (dir, user, db, store) = fresh("held-rollback", HOUR).await;
+    let durable = stage_new(&store, &[queued(&user, "m-lost")]).await;
     // A write that fails in the same open transaction: the queue table has other types.
     const WRONG_TYPES: TableDefinition<u64, u64> = TableDefinition::new("queue");
     let failed = db
@@ -148,7 +159,7 @@ async fn a_rolled_back_transaction_drops_the_envelopes_it_held() {
         .await;
     assert!(failed.is_err(), "opening a table with other types fails");
     assert!(
-        staged.durable.await.is_err(),
+        durable.await.is_err(),
         "the staged enqueue hears it will never be durable"
     );
     db.flush().await.expect("flush");
@@ -163,30 +174,22 @@ async fn a_rolled_back_transaction_drops_the_envelopes_it_held() {
         vec![EnqueueOutcome::Stored]
     );
     assert_eq!(backlog_ids(&store, &user).await, ["m-lost"]);
-    drop((store, db));
-    remove(dir);
+    close(dir, db, store);
 }
 
 #[tokio::test]
 async fn a_purge_finds_expired_envelopes_still_held_for_the_commit() {
-    let dir = common::temp_dir("held-purge");
-    let user = pipeline::testkit::user("held-purge", "cy");
     let short = Retention {
         envelopes: Duration::from_millis(50),
         dedupe: Duration::from_secs(3600),
     };
-    let (db, store) = open_store(&dir, short).await;
-    let staged = store
-        .enqueue_staged(&[queued(&user, "m-old")])
-        .await
-        .expect("enqueue");
-    assert_eq!(staged.outcomes, vec![EnqueueOutcome::Stored]);
+    let (dir, user, db, store) = fresh("held-purge", short).await;
+    let durable = stage_new(&store, &[queued(&user, "m-old")]).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(store.purge_expired().await.expect("purge"), 1);
     db.flush().await.expect("flush");
-    staged.durable.await.expect("durable");
+    durable.await.expect("durable");
     assert_eq!(store.depth(&user).await.expect("depth"), 0);
     assert_eq!(store.purge_expired().await.expect("purge again"), 0);
-    drop((store, db));
-    remove(dir);
+    close(dir, db, store);
 }
