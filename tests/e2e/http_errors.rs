@@ -25,6 +25,15 @@ async fn expect_error(response: reqwest::Response, status: StatusCode, needle: &
     Ok(())
 }
 
+/// Sends `request` and checks the error answer, as [`expect_error`] does.
+async fn expect_rejected(
+    request: reqwest::RequestBuilder,
+    status: StatusCode,
+    needle: &str,
+) -> Result<()> {
+    expect_error(request.send().await?, status, needle).await
+}
+
 fn raw(
     server: &Server,
     method: Method,
@@ -109,7 +118,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
     }
 
     // 401: no token, garbage, wrong secret, expired, no exp.
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -117,9 +126,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
             None,
             json_type,
             envelope(&bob).to_string(),
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::UNAUTHORIZED,
         "missing bearer token",
     )
@@ -153,7 +160,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
         &json!({"sub": alice}),
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )?;
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -161,9 +168,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
             Some(&no_exp),
             json_type,
             envelope(&bob).to_string(),
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::UNAUTHORIZED,
         "exp",
     )
@@ -185,7 +190,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
 
     // 413 and 415.
     let big = json!({"recipientId": bob, "encryptedData": "A".repeat(4096)}).to_string();
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -193,9 +198,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
             Some(&alice_token),
             json_type,
             big,
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::PAYLOAD_TOO_LARGE,
         "larger than 2048",
     )
@@ -204,7 +207,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
         reqwest::Body::wrap_stream(futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
             vec![b' '; 3000],
         )]));
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -212,14 +215,12 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
             Some(&alice_token),
             json_type,
             stream_body,
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::PAYLOAD_TOO_LARGE,
         "larger than",
     )
     .await?;
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -227,9 +228,7 @@ async fn send_rejects_bad_input_with_the_right_status() -> Result<()> {
             Some(&alice_token),
             "text/plain",
             envelope(&bob).to_string(),
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "application/json",
     )
@@ -330,7 +329,7 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
         .await?;
     }
     let json_type = "application/json";
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -338,14 +337,12 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
             None,
             json_type,
             r#"{"messageIds":[]}"#,
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::UNAUTHORIZED,
         "bearer",
     )
     .await?;
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -353,14 +350,12 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
             Some(&bob),
             json_type,
             "{",
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::BAD_REQUEST,
         "malformed JSON",
     )
     .await?;
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -368,14 +363,12 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
             Some(&bob),
             json_type,
             "{}",
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::BAD_REQUEST,
         "messageIds",
     )
     .await?;
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -383,9 +376,7 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
             Some(&bob),
             json_type,
             r#"{"messageIds":["a b"]}"#,
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::BAD_REQUEST,
         "messageId",
     )
@@ -393,7 +384,7 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
     let too_many =
         json!({"messageIds": (0..1001).map(|i| format!("m{i}")).collect::<Vec<_>>()}).to_string();
     let big_server = Server::start(&[]).await?;
-    expect_error(
+    expect_rejected(
         raw(
             &big_server,
             Method::POST,
@@ -401,15 +392,13 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
             Some(&bob),
             json_type,
             too_many,
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::BAD_REQUEST,
         "at most 1000",
     )
     .await?;
     let oversized = json!({"messageIds": vec!["x".repeat(100); 20]}).to_string();
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -417,14 +406,12 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
             Some(&bob),
             json_type,
             oversized,
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::PAYLOAD_TOO_LARGE,
         "larger than",
     )
     .await?;
-    expect_error(
+    expect_rejected(
         raw(
             &server,
             Method::POST,
@@ -432,9 +419,7 @@ async fn messages_endpoints_reject_bad_input() -> Result<()> {
             Some(&bob),
             "text/plain",
             "{}",
-        )
-        .send()
-        .await?,
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "application/json",
     )
@@ -448,7 +433,7 @@ async fn register_device_rejects_bad_input() -> Result<()> {
     let bob = token(&user("bob"));
     let json_type = "application/json";
     for method in [Method::POST, Method::DELETE] {
-        expect_error(
+        expect_rejected(
             raw(
                 &server,
                 method.clone(),
@@ -456,9 +441,7 @@ async fn register_device_rejects_bad_input() -> Result<()> {
                 None,
                 json_type,
                 r#"{"token":"t","platform":"fcm"}"#,
-            )
-            .send()
-            .await?,
+            ),
             StatusCode::UNAUTHORIZED,
             "bearer",
         )
@@ -471,7 +454,7 @@ async fn register_device_rejects_bad_input() -> Result<()> {
             (r#"{"token":"has space","platform":"fcm"}"#, "token"),
             (r#"{"token":"","platform":"fcm"}"#, "token"),
         ] {
-            expect_error(
+            expect_rejected(
                 raw(
                     &server,
                     method.clone(),
@@ -479,16 +462,14 @@ async fn register_device_rejects_bad_input() -> Result<()> {
                     Some(&bob),
                     json_type,
                     body,
-                )
-                .send()
-                .await?,
+                ),
                 StatusCode::BAD_REQUEST,
                 needle,
             )
             .await?;
         }
         let big = json!({"token": "t".repeat(2000), "platform": "fcm"}).to_string();
-        expect_error(
+        expect_rejected(
             raw(
                 &server,
                 method.clone(),
@@ -496,14 +477,12 @@ async fn register_device_rejects_bad_input() -> Result<()> {
                 Some(&bob),
                 json_type,
                 big,
-            )
-            .send()
-            .await?,
+            ),
             StatusCode::PAYLOAD_TOO_LARGE,
             "larger than",
         )
         .await?;
-        expect_error(
+        expect_rejected(
             raw(
                 &server,
                 method.clone(),
@@ -511,9 +490,7 @@ async fn register_device_rejects_bad_input() -> Result<()> {
                 Some(&bob),
                 "text/plain",
                 "{}",
-            )
-            .send()
-            .await?,
+            ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "application/json",
         )
