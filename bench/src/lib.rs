@@ -10,6 +10,7 @@
 //! * `plot`: PNG plots: latency CDF of both systems, received vs offered rate.
 //! * `idle`, `backlog`: memory per idle session; draining a large backlog.
 //! * `scenario`: the scenarios: `embedded`, `redis`, `cluster`, `sweep`, `idle`, `backlog`.
+//! * `rounds`: repeated rounds of one scenario and the medians of their ratios.
 
 pub mod backlog;
 pub mod idle;
@@ -17,6 +18,7 @@ pub mod mqtt_load;
 pub mod plot;
 pub mod processes;
 pub mod report;
+pub mod rounds;
 pub mod router_load;
 pub mod scenario;
 pub mod stats;

@@ -1,10 +1,12 @@
 //! `cargo run --release -p bench -- embedded [options]`: measures envelope-router against
 //! Mosquitto in the same run and writes `bench/results/<scenario>.{md,json}`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bench::report::Report;
+use bench::rounds::{Rounds, median_index};
 use bench::{Load, scenario};
 use clap::{Parser, ValueEnum};
 
@@ -50,6 +52,10 @@ struct Args {
     /// How long a WebSocket receiver gathers acks before sending them (or 64 of them).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
     ack_interval: Duration,
+    /// Rounds of the embedded and redis scenarios, each running the router then Mosquitto;
+    /// the round with the median throughput ratio gives the full table and plot.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The router binary (a release build).
     #[arg(long, default_value = "target/release/envelope-router")]
     router_bin: PathBuf,
@@ -81,6 +87,23 @@ struct Args {
     out: PathBuf,
 }
 
+/// Writes and prints the round with the median throughput ratio and, for more than one round,
+/// the table of every round with the medians.
+fn publish_rounds(scenario: &str, mut reports: Vec<Report>, out: &Path) -> Result<()> {
+    let ratios: Vec<f64> = reports.iter().map(|r| r.throughput_ratio).collect();
+    let rounds = Rounds::new(scenario, &reports);
+    let standing = median_index(&ratios).context("no round ran")?;
+    let report = reports.swap_remove(standing);
+    report.write(out)?;
+    println!("{}", report.markdown());
+    if rounds.rounds.len() > 1 {
+        let markdown = rounds.markdown();
+        bench::report::write(out, &format!("{scenario}-rounds"), &markdown, &rounds)?;
+        println!("{markdown}");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -94,23 +117,31 @@ async fn main() -> Result<()> {
     };
     match args.scenario {
         Scenario::Embedded => {
-            let report = scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
-                .await
-                .context("embedded scenario")?;
-            report.write(&args.out)?;
-            println!("{}", report.markdown());
+            let mut reports = Vec::with_capacity(args.rounds);
+            for _ in 0..args.rounds.max(1) {
+                reports.push(
+                    scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
+                        .await
+                        .context("embedded scenario")?,
+                );
+            }
+            publish_rounds("embedded", reports, &args.out)?;
         }
         Scenario::Redis => {
-            let report = scenario::redis(
-                &args.router_bin,
-                &args.mosquitto_bin,
-                &load,
-                &args.redis_url,
-            )
-            .await
-            .context("redis scenario")?;
-            report.write(&args.out)?;
-            println!("{}", report.markdown());
+            let mut reports = Vec::with_capacity(args.rounds);
+            for _ in 0..args.rounds.max(1) {
+                reports.push(
+                    scenario::redis(
+                        &args.router_bin,
+                        &args.mosquitto_bin,
+                        &load,
+                        &args.redis_url,
+                    )
+                    .await
+                    .context("redis scenario")?,
+                );
+            }
+            publish_rounds("redis", reports, &args.out)?;
         }
         Scenario::Cluster => {
             let emulator = args.pubsub_emulator_host.as_deref().context(

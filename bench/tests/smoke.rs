@@ -181,3 +181,42 @@ async fn the_redis_scenario_runs_and_loses_nothing() {
     assert!(report.router.received > 0);
     assert_eq!(report.router.lost, 0);
 }
+
+#[test]
+fn rounds_report_every_round_and_write_the_median_one() {
+    let out = std::env::temp_dir().join(format!("er-bench-rounds-{}", std::process::id()));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["embedded", "--rounds", "3", "--duration", "1s"])
+        .args(["--receivers", "4", "--senders", "2", "--payload", "256"])
+        .arg("--router-bin")
+        .arg(router_bin())
+        .arg("--mosquitto-bin")
+        .arg(mosquitto_bin())
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run bench");
+    assert!(status.success(), "bench exited with {status}");
+    let rounds: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("embedded-rounds.json")).expect("rounds json"),
+    )
+    .expect("rounds json");
+    let each = rounds["rounds"].as_array().expect("rounds");
+    assert_eq!(each.len(), 3);
+    assert!(each.iter().all(|round| round["lost"] == 0));
+    let mut ratios: Vec<f64> = each
+        .iter()
+        .filter_map(|round| round["throughput_ratio"].as_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    assert_eq!(rounds["median_throughput_ratio"].as_f64(), Some(ratios[1]));
+    // The full report written is the median round's.
+    let standing: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("embedded.json")).expect("json"))
+            .expect("json");
+    assert_eq!(standing["throughput_ratio"].as_f64(), Some(ratios[1]));
+    let markdown = std::fs::read_to_string(out.join("embedded-rounds.md")).expect("markdown");
+    assert!(markdown.contains("| 3 |") && markdown.contains("median throughput ratio"));
+    let _ = std::fs::remove_dir_all(out);
+}

@@ -1,0 +1,132 @@
+//! Repeated rounds of one scenario: each round runs the router and then Mosquitto, so a slow
+//! spell of the shared machine hits one round, not one system; the median ratio is the result.
+
+use serde::Serialize;
+
+use crate::report::Report;
+
+/// One round's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Round {
+    /// Router envelopes received per second.
+    pub router_per_s: f64,
+    /// Mosquitto messages received per second.
+    pub baseline_per_s: f64,
+    /// Router p99, ms.
+    pub router_p99_ms: f64,
+    /// Mosquitto p99, ms.
+    pub baseline_p99_ms: f64,
+    /// Router throughput / Mosquitto throughput.
+    pub throughput_ratio: f64,
+    /// Router p99 / Mosquitto p99.
+    pub p99_ratio: f64,
+    /// Envelopes lost by either system in the round (must be zero).
+    pub lost: u64,
+}
+
+/// Every round of a scenario and the medians of their ratios.
+#[derive(Debug, Serialize)]
+pub struct Rounds {
+    /// Scenario name.
+    pub scenario: String,
+    /// The rounds in the order they ran.
+    pub rounds: Vec<Round>,
+    /// Median of the rounds' throughput ratios.
+    pub median_throughput_ratio: f64,
+    /// Median of the rounds' p99 ratios.
+    pub median_p99_ratio: f64,
+}
+
+impl Rounds {
+    /// The summary of `reports`, one per round, of `scenario`.
+    pub fn new(scenario: &str, reports: &[Report]) -> Self {
+        let rounds: Vec<Round> = reports
+            .iter()
+            .map(|report| Round {
+                router_per_s: report.router.throughput_per_s,
+                baseline_per_s: report.baseline.throughput_per_s,
+                router_p99_ms: report.router.p99_ms,
+                baseline_p99_ms: report.baseline.p99_ms,
+                throughput_ratio: report.throughput_ratio,
+                p99_ratio: report.p99_ratio,
+                lost: report.router.lost + report.baseline.lost,
+            })
+            .collect();
+        Self {
+            scenario: scenario.to_owned(),
+            median_throughput_ratio: median(rounds.iter().map(|r| r.throughput_ratio)),
+            median_p99_ratio: median(rounds.iter().map(|r| r.p99_ratio)),
+            rounds,
+        }
+    }
+
+    /// The markdown table: a row per round, then the medians.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "### {} — {} rounds\n\n| round | router per s | mosquitto per s | ratio | router p99 ms | mosquitto p99 ms | p99 ratio | lost |\n|---|---|---|---|---|---|---|---|\n",
+            self.scenario,
+            self.rounds.len()
+        );
+        for (index, round) in self.rounds.iter().enumerate() {
+            out.push_str(&format!(
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+                index + 1,
+                round.router_per_s,
+                round.baseline_per_s,
+                round.throughput_ratio,
+                round.router_p99_ms,
+                round.baseline_p99_ms,
+                round.p99_ratio,
+                round.lost
+            ));
+        }
+        out.push_str(&format!(
+            "\nmedian throughput ratio: **{:.2}**, median p99 ratio: **{:.2}**\n",
+            self.median_throughput_ratio, self.median_p99_ratio
+        ));
+        out
+    }
+}
+
+/// The index of the median of `ratios` (the lower middle of an even count): the round whose
+/// full table and plot stand for all of them.
+pub fn median_index(ratios: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..ratios.len()).collect();
+    order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
+    order.get(order.len().saturating_sub(1) / 2).copied()
+}
+
+/// The median of `values` (the mean of the middle two of an even count); 0 when empty.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.collect();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median, median_index};
+
+    #[test]
+    fn the_median_of_an_odd_count_is_its_middle_value() {
+        assert_eq!(median([0.3, 0.1, 0.2].into_iter()), 0.2);
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_its_middle_two() {
+        assert_eq!(median([0.4, 0.1, 0.3, 0.2].into_iter()), 0.25);
+        assert_eq!(median(std::iter::empty()), 0.0);
+    }
+
+    #[test]
+    fn the_standing_round_is_the_one_with_the_median_ratio() {
+        assert_eq!(median_index(&[0.30, 0.10, 0.20]), Some(2));
+        assert_eq!(median_index(&[0.40, 0.10, 0.30, 0.20]), Some(3));
+        assert_eq!(median_index(&[0.5]), Some(0));
+        assert_eq!(median_index(&[]), None);
+    }
+}
