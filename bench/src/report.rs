@@ -52,7 +52,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let (r, s, p, d, rate) = self.load;
         let mut out = format!(
-            "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}, acks gathered for {} ms\n\n| system | accepted | received | lost | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}, acks gathered for {} ms\n\n| system | accepted | received | lost | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | CPU µs per msg | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.scenario,
             if rate == 0 {
                 "closed loop".to_owned()
@@ -63,7 +63,7 @@ impl Report {
         );
         for run in [&self.router, &self.baseline] {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |\n",
                 run.system,
                 run.accepted,
                 run.received,
@@ -75,6 +75,7 @@ impl Report {
                 run.p99_ms,
                 run.max_ms,
                 run.cpu_seconds,
+                run.cpu_us_per_message(),
                 run.peak_rss_kib as f64 / 1024.0
             ));
         }

@@ -20,6 +20,10 @@ pub struct Round {
     pub throughput_ratio: f64,
     /// Router p99 / Mosquitto p99.
     pub p99_ratio: f64,
+    /// Router CPU per envelope received, µs.
+    pub router_cpu_us: f64,
+    /// Mosquitto CPU per message received, µs.
+    pub baseline_cpu_us: f64,
     /// Envelopes lost by either system in the round (must be zero).
     pub lost: u64,
 }
@@ -35,6 +39,8 @@ pub struct Rounds {
     pub median_throughput_ratio: f64,
     /// Median of the rounds' p99 ratios.
     pub median_p99_ratio: f64,
+    /// Median of the router's CPU per envelope, µs.
+    pub median_router_cpu_us: f64,
 }
 
 impl Rounds {
@@ -49,6 +55,8 @@ impl Rounds {
                 baseline_p99_ms: report.baseline.p99_ms,
                 throughput_ratio: report.throughput_ratio,
                 p99_ratio: report.p99_ratio,
+                router_cpu_us: report.router.cpu_us_per_message(),
+                baseline_cpu_us: report.baseline.cpu_us_per_message(),
                 lost: report.router.lost + report.baseline.lost,
             })
             .collect();
@@ -56,6 +64,7 @@ impl Rounds {
             scenario: scenario.to_owned(),
             median_throughput_ratio: median(rounds.iter().map(|r| r.throughput_ratio)),
             median_p99_ratio: median(rounds.iter().map(|r| r.p99_ratio)),
+            median_router_cpu_us: median(rounds.iter().map(|r| r.router_cpu_us)),
             rounds,
         }
     }
@@ -63,13 +72,13 @@ impl Rounds {
     /// The markdown table: a row per round, then the medians.
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "### {} — {} rounds\n\n| round | router per s | mosquitto per s | ratio | router p99 ms | mosquitto p99 ms | p99 ratio | lost |\n|---|---|---|---|---|---|---|---|\n",
+            "### {} — {} rounds\n\n| round | router per s | mosquitto per s | ratio | router p99 ms | mosquitto p99 ms | p99 ratio | router CPU µs per msg | mosquitto CPU µs per msg | lost |\n|---|---|---|---|---|---|---|---|---|---|\n",
             self.scenario,
             self.rounds.len()
         );
         for (index, round) in self.rounds.iter().enumerate() {
             out.push_str(&format!(
-                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} |\n",
                 index + 1,
                 round.router_per_s,
                 round.baseline_per_s,
@@ -77,12 +86,14 @@ impl Rounds {
                 round.router_p99_ms,
                 round.baseline_p99_ms,
                 round.p99_ratio,
+                round.router_cpu_us,
+                round.baseline_cpu_us,
                 round.lost
             ));
         }
         out.push_str(&format!(
-            "\nmedian throughput ratio: **{:.2}**, median p99 ratio: **{:.2}**\n",
-            self.median_throughput_ratio, self.median_p99_ratio
+            "\nmedian throughput ratio: **{:.2}**, median p99 ratio: **{:.2}**, median router CPU per envelope: **{:.0} µs**\n",
+            self.median_throughput_ratio, self.median_p99_ratio, self.median_router_cpu_us
         ));
         out
     }

@@ -39,6 +39,18 @@ pub struct RunStats {
     pub latency_cdf: Vec<(f64, f64)>,
 }
 
+impl RunStats {
+    /// The server's CPU time per message received, microseconds (0 when none arrived): steadier
+    /// on a shared machine than throughput, which also moves with what else runs.
+    pub fn cpu_us_per_message(&self) -> f64 {
+        if self.received == 0 {
+            0.0
+        } else {
+            self.cpu_seconds * 1e6 / self.received as f64
+        }
+    }
+}
+
 /// Points of the CDF of `latency` (µs): denser towards the tail, where systems differ.
 fn cdf_points(latency: &Histogram<u64>) -> Vec<(f64, f64)> {
     if latency.is_empty() {
@@ -138,5 +150,34 @@ pub async fn wait_for_receipts(
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunStats;
+
+    fn run(cpu_seconds: f64, received: u64) -> RunStats {
+        RunStats {
+            system: "test".into(),
+            accepted: received,
+            received,
+            lost: 0,
+            duplicated: 0,
+            errors: 0,
+            throughput_per_s: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+            cpu_seconds,
+            peak_rss_kib: 0,
+            latency_cdf: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cpu_per_message_divides_cpu_time_by_what_arrived() {
+        assert_eq!(run(2.0, 1000).cpu_us_per_message(), 2000.0);
+        assert_eq!(run(2.0, 0).cpu_us_per_message(), 0.0);
     }
 }
