@@ -73,6 +73,24 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Removes `user`'s record `id` at `position` from the queue and its entry from the expiry
+/// index; whether a record was there.
+fn remove_record(
+    queue: &mut redb::Table<'_, (&'static str, u8, u64), &'static [u8]>,
+    expiry: &mut redb::Table<'_, (u64, &'static str, &'static str), ()>,
+    user: &str,
+    id: &str,
+    (lane, seq): (u8, u64),
+) -> Result<bool, redb::Error> {
+    let Some(bytes) = queue.remove((user, lane, seq))? else {
+        return Ok(false);
+    };
+    if let Ok(record) = Record::decode(bytes.value()) {
+        expiry.remove((record.expires_at_ms, user, id))?;
+    }
+    Ok(true)
+}
+
 /// Up to [`PURGE_BATCH`] keys of a time-ordered index (`expiry`, `dedupe_expiry`) due by `now`.
 fn due_entries(
     index: &impl ReadableTable<(u64, &'static str, &'static str), ()>,
@@ -146,12 +164,7 @@ fn enqueue_all(
         dedupe_expiry.insert((times.dedupe_until, user, id), ())?;
         // An id past its dedupe window but still queued is replaced, not doubled.
         if let Some(old) = ids.remove((user, id))? {
-            let (old_lane, old_seq) = old.value();
-            if let Some(bytes) = queue.remove((user, old_lane, old_seq))?
-                && let Ok(old_record) = Record::decode(bytes.value())
-            {
-                expiry.remove((old_record.expires_at_ms, user, id))?;
-            }
+            remove_record(&mut queue, &mut expiry, user, id, old.value())?;
         }
         seq += 1;
         let lane = if envelope.express {
@@ -348,11 +361,8 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                     let Some(position) = index.remove((user, id.as_str()))? else {
                         continue;
                     };
-                    let (lane, seq) = position.value();
-                    if let Some(bytes) = queue.remove((user, lane, seq))? {
-                        if let Ok(record) = Record::decode(bytes.value()) {
-                            expiry.remove((record.expires_at_ms, user, id.as_str()))?;
-                        }
+                    if remove_record(&mut queue, &mut expiry, user, id.as_str(), position.value())?
+                    {
                         removed += 1;
                     }
                 }

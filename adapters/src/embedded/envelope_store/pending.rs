@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pipeline::{MessageId, UserUrn};
 use redb::WriteTransaction;
 
-use super::{EXPIRY, QUEUE, QUEUE_IDS, Record};
+use super::{EXPIRY, QUEUE, QUEUE_IDS, Record, remove_record};
 use crate::embedded::database::CommitHook;
 
 /// One envelope waiting for the commit: where it goes in its recipient's queue.
@@ -80,12 +80,7 @@ impl PendingQueue {
                 let id = id.as_str();
                 // An id past its dedupe window but still queued is replaced, not doubled.
                 if let Some(old) = ids.insert((user, id), (pending.lane, pending.seq))? {
-                    let (old_lane, old_seq) = old.value();
-                    if let Some(bytes) = queue.remove((user, old_lane, old_seq))?
-                        && let Ok(old_record) = Record::decode(bytes.value())
-                    {
-                        expiry.remove((old_record.expires_at_ms, user, id))?;
-                    }
+                    remove_record(&mut queue, &mut expiry, user, id, old.value())?;
                 }
                 let record = Record {
                     expires_at_ms: pending.expires_at_ms,
