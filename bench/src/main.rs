@@ -87,11 +87,24 @@ struct Args {
     out: PathBuf,
 }
 
-/// Writes and prints the round with the median throughput ratio and, for more than one round,
-/// the table of every round with the medians.
-fn publish_rounds(scenario: &str, mut reports: Vec<Report>, out: &Path) -> Result<()> {
-    let ratios: Vec<f64> = reports.iter().map(|r| r.throughput_ratio).collect();
+/// Runs `round` `count` times (at least once), then writes and prints the round with the
+/// median throughput ratio and, for more than one round, the table of every round with the
+/// medians.
+async fn run_rounds<F, Fut>(scenario: &str, count: usize, out: &Path, round: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Report>>,
+{
+    let mut reports = Vec::with_capacity(count.max(1));
+    for _ in 0..count.max(1) {
+        reports.push(
+            round()
+                .await
+                .with_context(|| format!("{scenario} scenario"))?,
+        );
+    }
     let rounds = Rounds::new(scenario, &reports);
+    let ratios: Vec<f64> = rounds.rounds.iter().map(|r| r.throughput_ratio).collect();
     let standing = median_index(&ratios).context("no round ran")?;
     let report = reports.swap_remove(standing);
     report.write(out)?;
@@ -117,31 +130,21 @@ async fn main() -> Result<()> {
     };
     match args.scenario {
         Scenario::Embedded => {
-            let mut reports = Vec::with_capacity(args.rounds);
-            for _ in 0..args.rounds.max(1) {
-                reports.push(
-                    scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
-                        .await
-                        .context("embedded scenario")?,
-                );
-            }
-            publish_rounds("embedded", reports, &args.out)?;
+            run_rounds("embedded", args.rounds, &args.out, || {
+                scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
+            })
+            .await?;
         }
         Scenario::Redis => {
-            let mut reports = Vec::with_capacity(args.rounds);
-            for _ in 0..args.rounds.max(1) {
-                reports.push(
-                    scenario::redis(
-                        &args.router_bin,
-                        &args.mosquitto_bin,
-                        &load,
-                        &args.redis_url,
-                    )
-                    .await
-                    .context("redis scenario")?,
-                );
-            }
-            publish_rounds("redis", reports, &args.out)?;
+            run_rounds("redis", args.rounds, &args.out, || {
+                scenario::redis(
+                    &args.router_bin,
+                    &args.mosquitto_bin,
+                    &load,
+                    &args.redis_url,
+                )
+            })
+            .await?;
         }
         Scenario::Cluster => {
             let emulator = args.pubsub_emulator_host.as_deref().context(
