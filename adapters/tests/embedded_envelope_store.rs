@@ -24,16 +24,9 @@ const HOUR: Retention = Retention {
     dedupe: Duration::from_secs(3600),
 };
 
+/// A normal-lane envelope `id` for `recipient`.
 fn queued(recipient: &UserUrn, id: &str) -> QueuedEnvelope {
-    QueuedEnvelope {
-        message_id: MessageId::parse(id).unwrap_or_else(|e| panic!("{e}")),
-        recipient: recipient.clone(),
-        express: false,
-        json: format!(
-            r#"{{"messageId":"{id}","recipientId":"{recipient}","encryptedData":"AA=="}}"#
-        )
-        .into(),
-    }
+    pipeline::testkit::queued(recipient, id, false)
 }
 
 fn id(text: &str) -> MessageId {

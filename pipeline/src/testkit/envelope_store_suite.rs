@@ -5,21 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::message_id::MessageId;
-use crate::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, QueuedEnvelope, Retention};
-use crate::testkit::user;
+use crate::ports::envelope_store::{EnqueueOutcome, EnvelopeStore, Retention};
+use crate::testkit::{queued, user};
 use crate::urn::UserUrn;
-
-fn queued(recipient: &UserUrn, id: &str, express: bool) -> QueuedEnvelope {
-    QueuedEnvelope {
-        message_id: MessageId::parse(id).unwrap_or_else(|e| panic!("{e}")),
-        recipient: recipient.clone(),
-        express,
-        json: format!(
-            r#"{{"messageId":"{id}","recipientId":"{recipient}","encryptedData":"AA=="}}"#
-        )
-        .into(),
-    }
-}
 
 async fn all_ids(store: &dyn EnvelopeStore, who: &UserUrn, page: usize) -> Vec<String> {
     let mut ids = Vec::new();
