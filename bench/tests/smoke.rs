@@ -186,7 +186,15 @@ async fn the_redis_scenario_runs_and_loses_nothing() {
 fn rounds_report_every_round_and_write_the_median_one() {
     let out = std::env::temp_dir().join(format!("er-bench-rounds-{}", std::process::id()));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["embedded", "--rounds", "3", "--duration", "1s"])
+        .args([
+            "embedded",
+            "--rounds",
+            "3",
+            "--duration",
+            "1s",
+            "--ack-interval",
+            "5ms",
+        ])
         .args(["--receivers", "4", "--senders", "2", "--payload", "256"])
         .arg("--router-bin")
         .arg(router_bin())
@@ -216,7 +224,19 @@ fn rounds_report_every_round_and_write_the_median_one() {
         serde_json::from_str(&std::fs::read_to_string(out.join("embedded.json")).expect("json"))
             .expect("json");
     assert_eq!(standing["throughput_ratio"].as_f64(), Some(ratios[1]));
+    assert_eq!(standing["ack_interval_ms"].as_f64(), Some(5.0));
     let markdown = std::fs::read_to_string(out.join("embedded-rounds.md")).expect("markdown");
     assert!(markdown.contains("| 3 |") && markdown.contains("median throughput ratio"));
     let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn an_ack_interval_that_is_not_a_duration_is_refused() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["embedded", "--ack-interval", "soon"])
+        .output()
+        .expect("run bench");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--ack-interval"), "{stderr}");
 }
