@@ -9,7 +9,7 @@ use axum::serve::ListenerExt;
 use delivery::{ConnectionManager, DeliveryConfig};
 use ingest_http::auth::{AuthConfig, Authenticator};
 use ingest_http::state::ReadyChecks;
-use ingest_http::{AppState, router};
+use ingest_http::{ApiParts, AppState, router};
 use ingest_mqtt::MqttConfig;
 use ingest_mqtt::MqttIngestor;
 use ingest_mqtt::rumqttc_transport::RumqttcTransport;
@@ -203,7 +203,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         shutdown_token.child_token(),
     ));
 
-    let state = AppState {
+    let state = AppState::new(ApiParts {
         auth,
         bus: ports.bus,
         store: ports.store,
@@ -223,7 +223,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body_bytes,
         cors_origins: cors_origins(&args)?,
         metrics: Arc::new(move || metrics.render()),
-    };
+    });
     let listener = TcpListener::bind(args.listen_addr())
         .await
         .with_context(|| format!("binding {}", args.listen_addr()))?;

@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! * [`router`]: every route, mounted at `/` and again under `/api`.
-//! * [`state`]: [`AppState`], the ports the handlers use.
+//! * [`state`]: [`AppState`], a handle on [`ApiParts`], the ports the handlers use.
 //! * [`auth`]: JWT verification (HS256 secret, JWKS for RS256/ES256) and the [`auth::AuthUser`]
 //!   extractor.
 //! * [`body`]: reading a JSON body: content type (415) and size limit (413).
@@ -20,7 +20,7 @@ mod routes;
 pub mod state;
 
 pub use error::ApiError;
-pub use state::AppState;
+pub use state::{ApiParts, AppState};
 
 use axum::Router;
 use axum::routing::{get, post};

@@ -1,5 +1,6 @@
-//! The handlers' shared state: only ports and settings, cloned per request.
+//! The handlers' shared state: only ports and settings, behind one `Arc` cloned per request.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
@@ -13,9 +14,29 @@ use crate::auth::Authenticator;
 /// Renders the Prometheus text exposition.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// Everything the HTTP API needs.
+/// The handlers' state: a cheap handle on [`ApiParts`].
+///
+/// axum clones the state for every extractor of every request; one reference count to bump
+/// instead of one per port keeps that off the profile.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<ApiParts>);
+
+impl AppState {
+    /// The state holding `parts`.
+    pub fn new(parts: ApiParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl Deref for AppState {
+    type Target = ApiParts;
+    fn deref(&self) -> &ApiParts {
+        &self.0
+    }
+}
+
+/// Everything the HTTP API needs.
+pub struct ApiParts {
     /// Verifies tokens.
     pub auth: Arc<Authenticator>,
     /// Where accepted envelopes go.
