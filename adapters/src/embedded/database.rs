@@ -22,7 +22,7 @@ const MAX_OPEN_WRITES: usize = 4096;
 const WRITE_QUEUE: usize = 4096;
 
 /// How long deferred writes may wait in the open transaction when `open` is given none.
-pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Reports a commit's (or an apply's) result to one operation's caller.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
