@@ -1,6 +1,8 @@
 //! The embedded envelope store holds an enqueue out of its queue tables until the open
 //! transaction commits: an ack before then, a reopen after it, a roll-back and a purge all
-//! find the queue they should.
+//! find the queue they should. Its dedupe window lives in a log of its own beside the
+//! database: it survives reopening, a torn record, and an older version's tables, and its
+//! files go when their window ends.
 
 mod common;
 
@@ -134,6 +136,149 @@ async fn an_envelope_acked_before_its_commit_is_gone_and_its_id_still_deduped_af
         .await,
         vec![EnqueueOutcome::Duplicate; 2],
         "both ids are remembered for dedupe"
+    );
+    // Sequence numbers go on after the reopen: a new envelope queues behind the kept one.
+    enqueue_committed(&db, &store, &[queued(&user, "m-after")]).await;
+    assert_eq!(backlog_ids(&store, &user).await, ["m-kept", "m-after"]);
+    close(dir, db, store);
+}
+
+/// The dedupe log's files in `dir`.
+fn dedupe_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("dedupe"))
+        .map(|listing| {
+            listing
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_torn_dedupe_record_is_cut_off_so_later_entries_survive() {
+    let (dir, user, db, store) = fresh("dedupe-torn", HOUR).await;
+    enqueue_committed(&db, &store, &[queued(&user, "m-1")]).await;
+    drop((store, db));
+    let files = dedupe_files(&dir);
+    assert_eq!(files.len(), 1, "one bucket's file: {files:?}");
+    // A crash in the middle of an append leaves part of a record.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&files[0])
+        .expect("open the dedupe file");
+    std::io::Write::write_all(&mut file, &[7; 11]).expect("append a torn record");
+    drop(file);
+
+    let (db, store) = open_store(&dir, HOUR).await;
+    assert_eq!(
+        enqueue_committed(&db, &store, &[queued(&user, "m-1"), queued(&user, "m-2")]).await,
+        [EnqueueOutcome::Duplicate, EnqueueOutcome::Stored],
+        "the whole record before the torn one is read back"
+    );
+    drop((store, db));
+    let (db, store) = open_store(&dir, HOUR).await;
+    assert_eq!(
+        enqueue_committed(&db, &store, &[queued(&user, "m-2")]).await,
+        [EnqueueOutcome::Duplicate],
+        "an entry appended after the reopen is not hidden behind the torn record"
+    );
+    close(dir, db, store);
+}
+
+#[tokio::test]
+async fn dedupe_files_are_deleted_once_their_window_ends() {
+    let short = Retention {
+        envelopes: Duration::from_secs(3600),
+        dedupe: Duration::from_millis(300),
+    };
+    let (dir, user, db, store) = fresh("dedupe-expiry", short).await;
+    enqueue_committed(&db, &store, &[queued(&user, "m-1")]).await;
+    assert_eq!(dedupe_files(&dir).len(), 1);
+    assert_eq!(store.purge_expired().await.expect("purge"), 0);
+    assert_eq!(dedupe_files(&dir).len(), 1, "still within its window");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(store.purge_expired().await.expect("purge"), 0);
+    assert_eq!(
+        dedupe_files(&dir),
+        Vec::<PathBuf>::new(),
+        "the ended bucket's file is gone"
+    );
+    assert_eq!(
+        enqueue_committed(&db, &store, &[queued(&user, "m-1")]).await,
+        [EnqueueOutcome::Stored],
+        "past its window the id is new again"
+    );
+    close(dir, db, store);
+}
+
+/// Where versions before the dedupe log kept the window (the table and its expiry index).
+const LEGACY_DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
+const LEGACY_DEDUPE_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("dedupe_expiry");
+
+#[tokio::test]
+async fn dedupe_entries_of_an_older_version_move_to_the_dedupe_log() {
+    let dir = common::temp_dir("dedupe-legacy");
+    let user = pipeline::testkit::user("dedupe-legacy", "user");
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 3_600_000;
+    {
+        // What an older version left: an id within its window, one past it.
+        let legacy = redb::Database::create(dir.join("router.redb")).expect("create");
+        let txn = legacy.begin_write().expect("begin");
+        {
+            let mut dedupe = txn.open_table(LEGACY_DEDUPE).expect("table");
+            let mut expiry = txn.open_table(LEGACY_DEDUPE_EXPIRY).expect("table");
+            dedupe
+                .insert((user.as_str(), "m-old"), until)
+                .expect("insert");
+            expiry
+                .insert((until, user.as_str(), "m-old"), ())
+                .expect("insert");
+            dedupe
+                .insert((user.as_str(), "m-ended"), 1)
+                .expect("insert");
+            expiry
+                .insert((1, user.as_str(), "m-ended"), ())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+
+    let (db, store) = open_store(&dir, HOUR).await;
+    assert_eq!(
+        enqueue_committed(
+            &db,
+            &store,
+            &[queued(&user, "m-old"), queued(&user, "m-ended")]
+        )
+        .await,
+        [EnqueueOutcome::Duplicate, EnqueueOutcome::Stored]
+    );
+    let tables_left = db
+        .read(|txn| {
+            Ok([
+                txn.open_table(LEGACY_DEDUPE).is_ok(),
+                txn.open_table(LEGACY_DEDUPE_EXPIRY).is_ok(),
+            ])
+        })
+        .await
+        .expect("read");
+    assert_eq!(tables_left, [false, false], "the old tables are deleted");
+    drop((store, db));
+
+    let (db, store) = open_store(&dir, HOUR).await;
+    assert_eq!(
+        enqueue_committed(&db, &store, &[queued(&user, "m-old")]).await,
+        [EnqueueOutcome::Duplicate],
+        "the moved entry is in the log"
     );
     close(dir, db, store);
 }

@@ -1,7 +1,7 @@
 //! The embedded on-disk database: one redb file in `DATA_DIR`, written by one thread with group
 //! commit, read from the blocking pool.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,7 +28,26 @@ pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// One queued write: applies itself to the open transaction and says whether it succeeded.
-type WriteOp = Box<dyn FnOnce(&WriteTransaction) -> (bool, Completion) + Send>;
+type WriteOp = Box<dyn FnOnce(&mut TxnSlot<'_>) -> (bool, Completion) + Send>;
+
+/// The writer's open write transaction, begun when a write first needs a table: writes that
+/// touch none (an enqueue that only holds its envelope, an ack of a held one) leave nothing to
+/// commit in the database file.
+pub struct TxnSlot<'a> {
+    db: &'a Database,
+    txn: &'a mut Option<WriteTransaction>,
+}
+
+impl TxnSlot<'_> {
+    /// The open transaction, begun now if none is.
+    pub fn begin(&mut self) -> Result<&WriteTransaction, redb::Error> {
+        let txn = match self.txn.take() {
+            Some(txn) => txn,
+            None => self.db.begin_write()?,
+        };
+        Ok(self.txn.insert(txn))
+    }
+}
 
 /// When a write's caller hears back, and what its commit must be.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -55,11 +74,18 @@ struct WriteJob {
 
 /// Work a user of the database keeps outside the open transaction until it commits: writes
 /// that are often undone before the commit (an enqueue acked within the commit interval)
-/// never touch the tables.
+/// never touch the tables, and state kept in files of its own is synced with each commit.
 pub trait CommitHook: Send + Sync {
-    /// Writes what is held into `txn`; runs on the writer thread right before each commit.
-    /// An error rolls the transaction back.
-    fn before_commit(&self, txn: &WriteTransaction) -> Result<(), redb::Error>;
+    /// Writes what is held into the transaction (beginning it if needed); runs on the writer
+    /// thread right before each commit. An error rolls the transaction back.
+    fn before_commit(&self, txn: &mut TxnSlot<'_>) -> Result<(), redb::Error>;
+
+    /// Makes what the hook keeps outside the database durable; runs on the writer thread
+    /// after the database commit and before anyone waiting on it hears. An error fails the
+    /// commit for its waiters (staged writes are redone by their callers).
+    fn after_commit(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Drops what is held: the open transaction was rolled back, so it is lost with it.
     fn rolled_back(&self);
@@ -93,6 +119,8 @@ impl DurableSignal {
 #[derive(Clone)]
 pub struct EmbeddedDb {
     db: Arc<Database>,
+    /// The folder holding the database file, where its users keep files of their own.
+    dir: PathBuf,
     writer: mpsc::Sender<WriteJob>,
     /// Set while the open transaction holds applied writes that readers cannot see yet.
     uncommitted: Arc<AtomicBool>,
@@ -131,10 +159,16 @@ impl EmbeddedDb {
             .map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             db,
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             writer,
             uncommitted,
             hooks,
         })
+    }
+
+    /// The folder holding the database file (`DATA_DIR`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Has every later commit run `hook` first (and every roll-back tell it).
@@ -154,6 +188,17 @@ impl EmbeddedDb {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
+        self.submit(Mode::Durable, move |slot| op(slot.begin()?), None)
+            .await
+    }
+
+    /// Like [`EmbeddedDb::write`], for an operation that begins the transaction only if it
+    /// needs a table (the commit still runs the hooks and syncs what they keep).
+    pub async fn write_in<T, F>(&self, op: F) -> Result<T, AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut TxnSlot<'_>) -> Result<T, redb::Error> + Send + 'static,
+    {
         self.submit(Mode::Durable, op, None).await
     }
 
@@ -163,6 +208,16 @@ impl EmbeddedDb {
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        self.write_lazy_in(move |slot| op(slot.begin()?)).await
+    }
+
+    /// Like [`EmbeddedDb::write_lazy`], for an operation that begins the transaction only if
+    /// it needs a table.
+    pub async fn write_lazy_in<T, F>(&self, op: F) -> Result<T, AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut TxnSlot<'_>) -> Result<T, redb::Error> + Send + 'static,
     {
         self.submit(Mode::Lazy, op, None).await
     }
@@ -174,6 +229,16 @@ impl EmbeddedDb {
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        self.write_staged_in(move |slot| op(slot.begin()?)).await
+    }
+
+    /// Like [`EmbeddedDb::write_staged`], for an operation that begins the transaction only
+    /// if it needs a table (what it holds for a commit hook is made durable by that commit).
+    pub async fn write_staged_in<T, F>(&self, op: F) -> Result<(T, DurableSignal), AdapterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut TxnSlot<'_>) -> Result<T, redb::Error> + Send + 'static,
     {
         let (durable, signal) = oneshot::channel();
         let value = self.submit(Mode::Staged, op, Some(durable)).await?;
@@ -188,7 +253,7 @@ impl EmbeddedDb {
     ) -> Result<T, AdapterError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+        F: FnOnce(&mut TxnSlot<'_>) -> Result<T, redb::Error> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, AdapterError>>();
         let op: WriteOp = Box::new(move |txn| match op(txn) {
@@ -264,7 +329,8 @@ fn drain_behind<T>(queue: &mut mpsc::Receiver<T>, first: T, max: usize) -> Vec<T
 
 /// The transaction the writer keeps open across batches, and who waits on its commit.
 struct OpenTxn {
-    txn: WriteTransaction,
+    /// The database's transaction, once a write or hook needed a table.
+    txn: Option<WriteTransaction>,
     /// When its first write was applied: it commits by then plus the commit interval.
     since: Instant,
     /// Writes applied to it.
@@ -328,28 +394,23 @@ impl Writer {
         }
     }
 
-    /// Applies `job` to the open transaction (beginning one if needed) and answers it now or
-    /// queues it for the commit, by its mode. A failed write rolls the transaction back.
+    /// Applies `job` to the open transaction (which begins the database's transaction if it
+    /// needs a table) and answers it now or queues it for the commit, by its mode. A failed
+    /// write rolls the transaction back.
     fn apply(&mut self, job: WriteJob) {
-        let open = match &mut self.open {
-            Some(open) => open,
-            None => match self.db.begin_write() {
-                Ok(txn) => self.open.insert(OpenTxn {
-                    txn,
-                    since: Instant::now(),
-                    writes: 0,
-                    durable: false,
-                    waiting: Vec::new(),
-                    signals: Vec::new(),
-                }),
-                Err(err) => {
-                    // The job is dropped unrun: its caller sees "writer thread stopped".
-                    error!(cause = %err, "embedded database cannot begin a write");
-                    return;
-                }
-            },
+        let open = self.open.get_or_insert_with(|| OpenTxn {
+            txn: None,
+            since: Instant::now(),
+            writes: 0,
+            durable: false,
+            waiting: Vec::new(),
+            signals: Vec::new(),
+        });
+        let mut slot = TxnSlot {
+            db: &self.db,
+            txn: &mut open.txn,
         };
-        let (ok, completion) = (job.op)(&open.txn);
+        let (ok, completion) = (job.op)(&mut slot);
         if !ok {
             completion(Err("write failed".into()));
             self.roll_back("a write in the open transaction failed");
@@ -378,29 +439,28 @@ impl Writer {
             .clone()
     }
 
-    /// Runs the hooks, commits the open transaction, if any, and answers everyone waiting on
-    /// it. A failing hook rolls the transaction back instead.
+    /// Runs the hooks, commits the open transaction, if any (the database's own only if a
+    /// write or hook began it), lets the hooks sync what they keep outside, and answers
+    /// everyone waiting on it. A failing hook rolls the transaction back instead.
     fn commit(&mut self) {
         let hooks = self.hooks();
-        let Some(open) = &self.open else {
+        let Some(open) = &mut self.open else {
             return;
+        };
+        let mut slot = TxnSlot {
+            db: &self.db,
+            txn: &mut open.txn,
         };
         if let Err(err) = hooks
             .iter()
-            .try_for_each(|hook| hook.before_commit(&open.txn))
+            .try_for_each(|hook| hook.before_commit(&mut slot))
         {
             self.roll_back(&format!("a commit hook failed: {err}"));
             return;
         }
-        let Some(mut open) = self.open.take() else {
+        let Some(open) = self.open.take() else {
             return;
         };
-        if !open.durable
-            && let Err(err) = open.txn.set_durability(redb::Durability::None)
-        {
-            error!(cause = %err, "cannot relax durability; committing durably");
-        }
-        let started = Instant::now();
         let OpenTxn {
             txn,
             writes,
@@ -409,16 +469,20 @@ impl Writer {
             signals,
             ..
         } = open;
-        let result = txn.commit().map_err(|e| e.to_string());
+        let mut result = match txn {
+            Some(txn) => commit_database(txn, writes, durable),
+            None => Ok(()),
+        };
         self.uncommitted.store(false, Ordering::SeqCst);
         if let Err(cause) = &result {
             error!(%cause, "embedded database commit failed");
+            for hook in &hooks {
+                hook.rolled_back();
+            }
+        } else if let Err(cause) = hooks.iter().try_for_each(|hook| hook.after_commit()) {
+            error!(%cause, "a commit hook could not sync");
+            result = Err(cause);
         }
-        let kind = if durable { "durable" } else { "lazy" };
-        metrics::histogram!("envelope_router_embedded_commit_seconds", "kind" => kind)
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("envelope_router_embedded_commit_writes", "kind" => kind)
-            .record(writes as f64);
         answer(waiting, signals, &result);
     }
 
@@ -435,13 +499,31 @@ impl Writer {
             signals,
             ..
         } = open;
-        let _ = txn.abort();
+        if let Some(txn) = txn {
+            let _ = txn.abort();
+        }
         for hook in self.hooks() {
             hook.rolled_back();
         }
         self.uncommitted.store(false, Ordering::SeqCst);
         answer(waiting, signals, &Err(cause.to_owned()));
     }
+}
+
+/// Commits `txn` (holding `writes` writes), durably if `durable`, and records how long it took.
+fn commit_database(txn: WriteTransaction, writes: usize, durable: bool) -> Result<(), String> {
+    let mut txn = txn;
+    if !durable && let Err(err) = txn.set_durability(redb::Durability::None) {
+        error!(cause = %err, "cannot relax durability; committing durably");
+    }
+    let started = Instant::now();
+    let result = txn.commit().map_err(|e| e.to_string());
+    let kind = if durable { "durable" } else { "lazy" };
+    metrics::histogram!("envelope_router_embedded_commit_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("envelope_router_embedded_commit_writes", "kind" => kind)
+        .record(writes as f64);
+    result
 }
 
 /// Tells every caller waiting on a transaction, and every staged write's signal, `result`.

@@ -1,12 +1,14 @@
 //! Per-recipient queues in the embedded database.
 //!
 //! Tables: `queue` (recipient, lane, seq) → record; `queue_ids` (recipient, id) → (lane, seq);
-//! `dedupe` (recipient, id) → window end; `expiry` and `dedupe_expiry` index both by time for
-//! purges. Every operation is a B-tree lookup or range: ack is O(log n), no scans.
+//! `expiry` indexes records by time for purges. Every operation is a B-tree lookup or range:
+//! ack is O(log n), no scans. The dedupe window is a [`DedupeLog`] beside the database file.
 //!
-//! An enqueue writes its dedupe entry at once but holds the envelope in a [`PendingQueue`]
-//! until the open transaction commits; an ack within that time never touches the queue tables.
+//! An enqueue touches no table: it adds its dedupe entry and holds the envelope in a
+//! [`PendingQueue`] until the open transaction commits; an ack within that time never touches
+//! the queue tables either.
 
+mod dedupe;
 mod pending;
 
 use std::sync::Arc;
@@ -21,15 +23,18 @@ use pipeline::ports::envelope_store::{
 use pipeline::{MessageId, UserUrn};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use self::dedupe::DedupeLog;
 use self::pending::PendingQueue;
 use crate::embedded::database::EmbeddedDb;
 use crate::error::AdapterError;
 
 const QUEUE: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("queue");
 const QUEUE_IDS: TableDefinition<(&str, &str), (u8, u64)> = TableDefinition::new("queue_ids");
-const DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
 const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
-const DEDUPE_EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("dedupe_expiry");
+/// Where versions before the [`DedupeLog`] kept the dedupe window; moved to it at open.
+const LEGACY_DEDUPE: TableDefinition<(&str, &str), u64> = TableDefinition::new("dedupe");
+const LEGACY_DEDUPE_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("dedupe_expiry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SEQ_KEY: &str = "queue_seq";
 
@@ -91,7 +96,10 @@ fn remove_record(
     Ok(true)
 }
 
-/// Up to [`PURGE_BATCH`] keys of a time-ordered index (`expiry`, `dedupe_expiry`) due by `now`.
+/// The folder of the dedupe log, beside the database file.
+const DEDUPE_DIR: &str = "dedupe";
+
+/// Up to [`PURGE_BATCH`] keys of the time-ordered `expiry` index due by `now`.
 fn due_entries(
     index: &impl ReadableTable<(u64, &'static str, &'static str), ()>,
     now: u64,
@@ -132,41 +140,23 @@ struct EnqueueTimes {
     dedupe_until: u64,
 }
 
-/// Enqueues `envelopes` in order in `txn`: a known id within its dedupe window (also one
-/// earlier in the same batch) is a duplicate; the others get their dedupe entries and wait in
-/// `pending` for the commit.
+/// Enqueues `envelopes` in order: a known id within its dedupe window (also one earlier in
+/// the same batch) is a duplicate; the others get their dedupe entries and wait in `pending`
+/// for the commit. Touches no table.
 fn enqueue_all(
-    txn: &redb::WriteTransaction,
+    dedupe: &DedupeLog,
     pending: &PendingQueue,
     envelopes: &[QueuedEnvelope],
     times: EnqueueTimes,
-) -> Result<Vec<EnqueueOutcome>, redb::Error> {
-    let mut dedupe = txn.open_table(DEDUPE)?;
-    let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
-    let mut meta = txn.open_table(META)?;
-    let mut ids = txn.open_table(QUEUE_IDS)?;
-    let mut queue = txn.open_table(QUEUE)?;
-    let mut expiry = txn.open_table(EXPIRY)?;
-    let mut seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0);
+) -> Vec<EnqueueOutcome> {
     let mut outcomes = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
         let user = envelope.recipient.as_str();
         let id = envelope.message_id.as_str();
-        if let Some(until) = dedupe.get((user, id))?
-            && until.value() > times.now
-        {
+        if !dedupe.insert_new(user, id, times.now, times.dedupe_until) {
             outcomes.push(EnqueueOutcome::Duplicate);
             continue;
         }
-        if let Some(old) = dedupe.insert((user, id), times.dedupe_until)? {
-            dedupe_expiry.remove((old.value(), user, id))?;
-        }
-        dedupe_expiry.insert((times.dedupe_until, user, id), ())?;
-        // An id past its dedupe window but still queued is replaced, not doubled.
-        if let Some(old) = ids.remove((user, id))? {
-            remove_record(&mut queue, &mut expiry, user, id, old.value())?;
-        }
-        seq += 1;
         let lane = if envelope.express {
             EXPRESS_LANE
         } else {
@@ -175,14 +165,51 @@ fn enqueue_all(
         pending.hold(
             &envelope.recipient,
             &envelope.message_id,
-            (lane, seq),
+            lane,
             times.expires_at,
             &envelope.json,
         );
         outcomes.push(EnqueueOutcome::Stored);
     }
-    meta.insert(SEQ_KEY, seq)?;
-    Ok(outcomes)
+    outcomes
+}
+
+/// Moves the dedupe entries an older version kept in `db` into `dedupe` (synced), then empties
+/// their tables; a crash in between only moves them again.
+async fn adopt_legacy_dedupe(
+    db: &EmbeddedDb,
+    dedupe: &Arc<DedupeLog>,
+    now: u64,
+) -> Result<(), AdapterError> {
+    let entries = db
+        .read(move |txn| {
+            let table = match txn.open_table(LEGACY_DEDUPE) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(err) => return Err(err.into()),
+            };
+            let mut entries = Vec::new();
+            for entry in table.iter()? {
+                let (key, until) = entry?;
+                let (user, id) = key.value();
+                if until.value() > now {
+                    entries.push((user.to_owned(), id.to_owned(), until.value()));
+                }
+            }
+            Ok(entries)
+        })
+        .await?;
+    let dedupe = dedupe.clone();
+    db.write_in(move |txn| {
+        for (user, id, until) in &entries {
+            dedupe.insert_new(user, id, now, *until);
+        }
+        let txn = txn.begin()?;
+        txn.delete_table(LEGACY_DEDUPE)?;
+        txn.delete_table(LEGACY_DEDUPE_EXPIRY)?;
+        Ok(())
+    })
+    .await
 }
 
 /// The embedded envelope store.
@@ -191,32 +218,46 @@ pub struct EmbeddedEnvelopeStore {
     db: EmbeddedDb,
     /// Enqueued envelopes the open transaction has not written yet.
     pending: Arc<PendingQueue>,
+    /// The ids within their dedupe window.
+    dedupe: Arc<DedupeLog>,
     retention: Retention,
     clock: Arc<dyn Clock>,
 }
 
 impl EmbeddedEnvelopeStore {
-    /// A store in `db` keeping envelopes and ids as `retention` says.
+    /// A store in `db` keeping envelopes and ids as `retention` says; its dedupe log lives
+    /// in `dedupe/` beside the database file.
     pub async fn new(
         db: EmbeddedDb,
         retention: Retention,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AdapterError> {
-        db.write(|txn| {
-            txn.open_table(QUEUE)?;
-            txn.open_table(QUEUE_IDS)?;
-            txn.open_table(DEDUPE)?;
-            txn.open_table(EXPIRY)?;
-            txn.open_table(DEDUPE_EXPIRY)?;
-            txn.open_table(META)?;
-            Ok(())
-        })
-        .await?;
-        let pending = Arc::new(PendingQueue::default());
+        let last_seq = db
+            .write(|txn| {
+                txn.open_table(QUEUE)?;
+                txn.open_table(QUEUE_IDS)?;
+                txn.open_table(EXPIRY)?;
+                let meta = txn.open_table(META)?;
+                let seq = meta.get(SEQ_KEY)?.map(|v| v.value()).unwrap_or(0);
+                Ok(seq)
+            })
+            .await?;
+        let now = clock.now_ms();
+        let dir = db.dir().join(DEDUPE_DIR);
+        let window = retention.dedupe.as_millis() as u64;
+        let dedupe = tokio::task::spawn_blocking(move || DedupeLog::open(&dir, window, now))
+            .await
+            .map_err(|e| AdapterError::Database(e.to_string()))?
+            .map_err(AdapterError::Database)?;
+        let dedupe = Arc::new(dedupe);
+        let pending = Arc::new(PendingQueue::new(last_seq));
         db.add_commit_hook(pending.clone());
+        db.add_commit_hook(dedupe.clone());
+        adopt_legacy_dedupe(&db, &dedupe, now).await?;
         Ok(Self {
             db,
             pending,
+            dedupe,
             retention,
             clock,
         })
@@ -257,9 +298,10 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
         };
         let envelopes = envelopes.to_vec();
         let pending = self.pending.clone();
+        let dedupe = self.dedupe.clone();
         let (outcomes, signal) = self
             .db
-            .write_staged(move |txn| enqueue_all(txn, &pending, &envelopes, times))
+            .write_staged_in(move |_| Ok(enqueue_all(&dedupe, &pending, &envelopes, times)))
             .await
             .map_err(unavailable)?;
         Ok(StagedEnqueue {
@@ -339,7 +381,7 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
         let pending = self.pending.clone();
         // A lost ack only redelivers the envelope after a crash (at least once); no fsync needed.
         self.db
-            .write_lazy(move |txn| {
+            .write_lazy_in(move |txn| {
                 // Envelopes still held for the commit leave without a table write.
                 let mut removed = 0;
                 let mut stored = Vec::new();
@@ -353,6 +395,7 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                 if stored.is_empty() {
                     return Ok(removed);
                 }
+                let txn = txn.begin()?;
                 let user = owner.as_str();
                 let mut index = txn.open_table(QUEUE_IDS)?;
                 let mut queue = txn.open_table(QUEUE)?;
@@ -460,11 +503,16 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
         loop {
             let now = self.clock.now_ms();
             let pending = self.pending.clone();
+            let dedupe = self.dedupe.clone();
             let purged = self
                 .db
-                .write_lazy(move |txn| {
+                .write_lazy_in(move |slot| {
+                    dedupe
+                        .purge(now)
+                        .map_err(|cause| redb::Error::Io(std::io::Error::other(cause)))?;
                     // Held envelopes go into the tables first, so the expiry index sees them.
-                    pending.write_into(txn)?;
+                    pending.write_into(slot)?;
+                    let txn = slot.begin()?;
                     let mut purged = 0u64;
                     let mut expiry = txn.open_table(EXPIRY)?;
                     let mut index = txn.open_table(QUEUE_IDS)?;
@@ -478,15 +526,8 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                         }
                         purged += 1;
                     }
-                    let mut dedupe_expiry = txn.open_table(DEDUPE_EXPIRY)?;
-                    let mut dedupe = txn.open_table(DEDUPE)?;
-                    let stale = due_entries(&dedupe_expiry, now)?;
-                    for (at, user, id) in &stale {
-                        dedupe_expiry.remove((*at, user.as_str(), id.as_str()))?;
-                        dedupe.remove((user.as_str(), id.as_str()))?;
-                    }
                     // Another round only while a batch came back full.
-                    let more = due.len() == PURGE_BATCH || stale.len() == PURGE_BATCH;
+                    let more = due.len() == PURGE_BATCH;
                     Ok((purged, more))
                 })
                 .await

@@ -2,16 +2,15 @@
 //!
 //! Most envelopes reach an online recipient and are acked within the commit interval; an ack
 //! that finds its envelope here removes it, and the queue tables never see either write. Only
-//! what is still unacked when the transaction commits is written, right before the commit.
+//! what is still unacked when the transaction commits is written, right before the commit,
+//! with the last sequence number given out (so a restart goes on after it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::{EXPIRY, META, QUEUE, QUEUE_IDS, Record, SEQ_KEY, remove_record};
+use crate::embedded::database::{CommitHook, TxnSlot};
 use pipeline::{MessageId, UserUrn};
-use redb::WriteTransaction;
-
-use super::{EXPIRY, QUEUE, QUEUE_IDS, Record, remove_record};
-use crate::embedded::database::CommitHook;
 
 /// One envelope waiting for the commit: where it goes in its recipient's queue.
 struct PendingRecord {
@@ -21,27 +20,48 @@ struct PendingRecord {
     json: Arc<str>,
 }
 
-/// The envelopes enqueued since the last commit, by recipient and id. Touched only by
-/// operations running on the writer thread, so its lock is never contended.
-#[derive(Default)]
-pub(super) struct PendingQueue(Mutex<HashMap<UserUrn, HashMap<MessageId, PendingRecord>>>);
+/// Held envelopes by recipient and id.
+type Held = HashMap<UserUrn, HashMap<MessageId, PendingRecord>>;
+
+/// What the queue holds for the next commit.
+struct State {
+    held: Held,
+    /// The last sequence number given out.
+    seq: u64,
+}
+
+/// The envelopes enqueued since the last commit, by recipient and id, and the queue's
+/// sequence numbers. Touched only by operations running on the writer thread, so its lock is
+/// never contended.
+pub(super) struct PendingQueue(Mutex<State>);
 
 impl PendingQueue {
-    fn records(&self) -> MutexGuard<'_, HashMap<UserUrn, HashMap<MessageId, PendingRecord>>> {
+    /// An empty queue whose next envelope gets the sequence number after `last_seq`.
+    pub(super) fn new(last_seq: u64) -> Self {
+        Self(Mutex::new(State {
+            held: Held::new(),
+            seq: last_seq,
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Holds `user`'s envelope `id` at (`lane`, `seq`); an earlier one with the same id is
-    /// replaced, not doubled.
+    /// Holds `user`'s envelope `id` in `lane` under the next sequence number; an earlier one
+    /// with the same id is replaced, not doubled.
     pub(super) fn hold(
         &self,
         user: &UserUrn,
         id: &MessageId,
-        (lane, seq): (u8, u64),
+        lane: u8,
         expires_at_ms: u64,
         json: &Arc<str>,
     ) {
-        self.records().entry(user.clone()).or_default().insert(
+        let mut state = self.state();
+        state.seq += 1;
+        let seq = state.seq;
+        state.held.entry(user.clone()).or_default().insert(
             id.clone(),
             PendingRecord {
                 lane,
@@ -54,7 +74,7 @@ impl PendingQueue {
 
     /// Drops `user`'s envelope `id` if it is held; whether it was.
     pub(super) fn take(&self, user: &UserUrn, id: &MessageId) -> bool {
-        let mut records = self.records();
+        let records = &mut self.state().held;
         let Some(queue) = records.get_mut(user) else {
             return false;
         };
@@ -65,12 +85,18 @@ impl PendingQueue {
         held
     }
 
-    /// Writes every held envelope into the queue tables of `txn` and forgets it.
-    pub(super) fn write_into(&self, txn: &WriteTransaction) -> Result<(), redb::Error> {
-        let held = std::mem::take(&mut *self.records());
+    /// Writes every held envelope into the queue tables of `slot`'s transaction (beginning it
+    /// only if something is held), with the last sequence number, and forgets it.
+    pub(super) fn write_into(&self, slot: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
+        let (held, seq) = {
+            let mut state = self.state();
+            (std::mem::take(&mut state.held), state.seq)
+        };
         if held.is_empty() {
             return Ok(());
         }
+        let txn = slot.begin()?;
+        txn.open_table(META)?.insert(SEQ_KEY, seq)?;
         let mut ids = txn.open_table(QUEUE_IDS)?;
         let mut queue = txn.open_table(QUEUE)?;
         let mut expiry = txn.open_table(EXPIRY)?;
@@ -99,11 +125,11 @@ impl PendingQueue {
 }
 
 impl CommitHook for PendingQueue {
-    fn before_commit(&self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+    fn before_commit(&self, txn: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
         self.write_into(txn)
     }
 
     fn rolled_back(&self) {
-        self.records().clear();
+        self.state().held.clear();
     }
 }
