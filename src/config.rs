@@ -46,8 +46,8 @@ pub enum LogFormat {
 /// Settings shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Directory of the embedded store (`router.redb`), the embedded bus log (`bus/`) and the
-    /// dev JWT secret.
+    /// Directory of the embedded store (`router.redb`, its dedupe log in `dedupe/`), the
+    /// embedded bus log (`bus/`) and the dev JWT secret.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
     /// Longest the embedded store keeps applied queue writes before committing them (one
@@ -420,7 +420,8 @@ pub struct ServeArgs {
     /// How long an unacked envelope is kept.
     #[arg(long, env = "RETENTION", value_parser = duration, default_value = "30d")]
     pub retention: Duration,
-    /// How long a messageId is remembered for dedupe.
+    /// How long a messageId is remembered for dedupe (the embedded store keeps the window in
+    /// memory, ~30 bytes per envelope within it).
     #[arg(long, env = "DEDUPE_WINDOW", value_parser = duration, default_value = "24h")]
     pub dedupe_window: Duration,
     /// Pair rate limit (sender, recipient): bucket size.

@@ -80,6 +80,8 @@ struct State {
     files: BTreeMap<u64, File>,
     /// Entries of the open transaction, written and synced after it commits.
     unsynced: Vec<Unsynced>,
+    /// Entries in memory, across buckets (a metric: the window's memory).
+    entries: usize,
 }
 
 /// Why the dedupe files could not be read or written.
@@ -154,6 +156,7 @@ impl DedupeLog {
             buckets: BTreeMap::new(),
             files: BTreeMap::new(),
             unsynced: Vec::new(),
+            entries: 0,
         };
         let listing = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, &e))?;
         for entry in listing {
@@ -173,6 +176,8 @@ impl DedupeLog {
             }
             state.recover(&path, end, now_ms)?;
         }
+        state.entries = state.buckets.values().map(HashMap::len).sum();
+        state.report();
         Ok(Self(Mutex::new(state)))
     }
 
@@ -199,6 +204,9 @@ impl DedupeLog {
             .entry(bucket)
             .or_default()
             .insert(key, until_ms);
+        if replaced.is_none() {
+            state.entries += 1;
+        }
         state.unsynced.push(Unsynced {
             bucket,
             key,
@@ -211,17 +219,13 @@ impl DedupeLog {
     /// Forgets every bucket whose span has ended by `now_ms`, with its file.
     pub(super) fn purge(&self, now_ms: u64) -> Result<(), String> {
         let mut state = self.state();
-        let State {
-            buckets,
-            files,
-            dir,
-            ..
-        } = &mut *state;
-        buckets.retain(|&end, _| end > now_ms);
-        let ended: Vec<u64> = files.range(..=now_ms).map(|(&end, _)| end).collect();
+        state.buckets.retain(|&end, _| end > now_ms);
+        state.entries = state.buckets.values().map(HashMap::len).sum();
+        state.report();
+        let ended: Vec<u64> = state.files.range(..=now_ms).map(|(&end, _)| end).collect();
         for end in ended {
-            files.remove(&end);
-            let path = dir.join(file_name(end));
+            state.files.remove(&end);
+            let path = state.dir.join(file_name(end));
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -233,6 +237,11 @@ impl DedupeLog {
 }
 
 impl State {
+    /// Publishes how many ids the window holds.
+    fn report(&self) {
+        metrics::gauge!("envelope_router_embedded_dedupe_entries").set(self.entries as f64);
+    }
+
     fn key(&self, user: &str, id: &str) -> EntryKey {
         let mut hasher = Sha256::new();
         hasher.update(self.secret);
@@ -329,9 +338,15 @@ impl State {
                 continue;
             };
             match entry.replaced {
-                Some(until) => bucket.insert(entry.key, until),
-                None => bucket.remove(&entry.key),
-            };
+                Some(until) => {
+                    bucket.insert(entry.key, until);
+                }
+                None => {
+                    if bucket.remove(&entry.key).is_some() {
+                        self.entries = self.entries.saturating_sub(1);
+                    }
+                }
+            }
         }
     }
 }
@@ -347,6 +362,7 @@ impl CommitHook for DedupeLog {
             return Ok(());
         }
         let synced = state.sync();
+        state.report();
         if synced.is_err() {
             // Their envelopes are enqueued again; forgetting them keeps that from being
             // taken for a resend.
