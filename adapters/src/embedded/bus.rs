@@ -13,12 +13,12 @@ use pipeline::error::BusError;
 use pipeline::ports::bus::{
     Acknowledger, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
 };
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::embedded::bus_log::{BusLog, Position};
-use crate::embedded::database::EmbeddedDb;
+use crate::embedded::database::{EmbeddedDb, read_rows};
 use crate::error::AdapterError;
 
 /// Where versions before the bus log kept pending messages (in the queues' redb file).
@@ -127,17 +127,10 @@ impl EmbeddedBus {
     pub async fn adopt_pending(&self, from: &EmbeddedDb) -> Result<usize, AdapterError> {
         let rows = from
             .read(|txn| {
-                let table = match txn.open_table(LEGACY_PENDING) {
-                    Ok(table) => table,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                    Err(err) => return Err(err.into()),
-                };
-                let mut rows = Vec::new();
-                for entry in table.iter()? {
-                    let (seq, bytes) = entry?;
-                    rows.push((seq.value(), bytes.value().to_vec()));
-                }
-                Ok(rows)
+                let rows = read_rows(txn, LEGACY_PENDING, |seq, bytes| {
+                    (seq.value(), bytes.value().to_vec())
+                })?;
+                Ok(rows.unwrap_or_default())
             })
             .await?;
         let mut moved = Vec::with_capacity(rows.len());

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{
+    AccessGuard, Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
@@ -78,7 +81,9 @@ struct WriteJob {
 pub trait CommitHook: Send + Sync {
     /// Writes what is held into the transaction (beginning it if needed); runs on the writer
     /// thread right before each commit. An error rolls the transaction back.
-    fn before_commit(&self, txn: &mut TxnSlot<'_>) -> Result<(), redb::Error>;
+    fn before_commit(&self, _txn: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
+        Ok(())
+    }
 
     /// Makes what the hook keeps outside the database durable; runs on the writer thread
     /// after the database commit and before anyone waiting on it hears. An error fails the
@@ -308,6 +313,30 @@ impl EmbeddedDb {
     }
 }
 
+/// Every row of `table` in key order, mapped by `row`; `None` if the table does not exist.
+/// For adopting what an older version left in a table of its own.
+pub fn read_rows<K, V, T>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, V>,
+    mut row: impl FnMut(&AccessGuard<'_, K>, &AccessGuard<'_, V>) -> T,
+) -> Result<Option<Vec<T>>, redb::Error>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+{
+    let table = match txn.open_table(table) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let mut rows = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        rows.push(row(&key, &value));
+    }
+    Ok(Some(rows))
+}
+
 /// Group commit's intake: waits for one job, then takes every job already queued behind it,
 /// up to `max`; `None` once every sender is gone. Blocking: for writer threads only.
 pub(crate) fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
@@ -511,8 +540,7 @@ impl Writer {
 }
 
 /// Commits `txn` (holding `writes` writes), durably if `durable`, and records how long it took.
-fn commit_database(txn: WriteTransaction, writes: usize, durable: bool) -> Result<(), String> {
-    let mut txn = txn;
+fn commit_database(mut txn: WriteTransaction, writes: usize, durable: bool) -> Result<(), String> {
     if !durable && let Err(err) = txn.set_durability(redb::Durability::None) {
         error!(cause = %err, "cannot relax durability; committing durably");
     }

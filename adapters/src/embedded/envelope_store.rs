@@ -25,7 +25,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use self::dedupe::DedupeLog;
 use self::pending::PendingQueue;
-use crate::embedded::database::EmbeddedDb;
+use crate::embedded::database::{EmbeddedDb, read_rows};
 use crate::error::AdapterError;
 
 const QUEUE: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("queue");
@@ -174,35 +174,30 @@ fn enqueue_all(
     outcomes
 }
 
-/// Moves the dedupe entries an older version kept in `db` into `dedupe` (synced), then empties
-/// their tables; a crash in between only moves them again.
+/// Moves the dedupe entries an older version kept in `db` into `dedupe` (synced), then deletes
+/// their tables; a crash in between only moves them again. Without such tables, does nothing.
 async fn adopt_legacy_dedupe(
     db: &EmbeddedDb,
     dedupe: &Arc<DedupeLog>,
     now: u64,
 ) -> Result<(), AdapterError> {
-    let entries = db
-        .read(move |txn| {
-            let table = match txn.open_table(LEGACY_DEDUPE) {
-                Ok(table) => table,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(err) => return Err(err.into()),
-            };
-            let mut entries = Vec::new();
-            for entry in table.iter()? {
-                let (key, until) = entry?;
+    let rows = db
+        .read(|txn| {
+            read_rows(txn, LEGACY_DEDUPE, |key, until| {
                 let (user, id) = key.value();
-                if until.value() > now {
-                    entries.push((user.to_owned(), id.to_owned(), until.value()));
-                }
-            }
-            Ok(entries)
+                (user.to_owned(), id.to_owned(), until.value())
+            })
         })
         .await?;
+    let Some(rows) = rows else {
+        return Ok(());
+    };
     let dedupe = dedupe.clone();
     db.write_in(move |txn| {
-        for (user, id, until) in &entries {
-            dedupe.insert_new(user, id, now, *until);
+        for (user, id, until) in &rows {
+            if *until > now {
+                dedupe.insert_new(user, id, now, *until);
+            }
         }
         let txn = txn.begin()?;
         txn.delete_table(LEGACY_DEDUPE)?;

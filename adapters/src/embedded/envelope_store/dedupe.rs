@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest, Sha256};
 
-use crate::embedded::database::{CommitHook, TxnSlot};
+use crate::embedded::database::CommitHook;
 
 /// Bytes of one file record.
 const RECORD: usize = 28;
@@ -80,8 +80,6 @@ struct State {
     files: BTreeMap<u64, File>,
     /// Entries of the open transaction, written and synced after it commits.
     unsynced: Vec<Unsynced>,
-    /// Entries in memory, across buckets (a metric: the window's memory).
-    entries: usize,
 }
 
 /// Why the dedupe files could not be read or written.
@@ -156,7 +154,6 @@ impl DedupeLog {
             buckets: BTreeMap::new(),
             files: BTreeMap::new(),
             unsynced: Vec::new(),
-            entries: 0,
         };
         let listing = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, &e))?;
         for entry in listing {
@@ -176,7 +173,6 @@ impl DedupeLog {
             }
             state.recover(&path, end, now_ms)?;
         }
-        state.entries = state.buckets.values().map(HashMap::len).sum();
         state.report();
         Ok(Self(Mutex::new(state)))
     }
@@ -204,9 +200,6 @@ impl DedupeLog {
             .entry(bucket)
             .or_default()
             .insert(key, until_ms);
-        if replaced.is_none() {
-            state.entries += 1;
-        }
         state.unsynced.push(Unsynced {
             bucket,
             key,
@@ -220,7 +213,6 @@ impl DedupeLog {
     pub(super) fn purge(&self, now_ms: u64) -> Result<(), String> {
         let mut state = self.state();
         state.buckets.retain(|&end, _| end > now_ms);
-        state.entries = state.buckets.values().map(HashMap::len).sum();
         state.report();
         let ended: Vec<u64> = state.files.range(..=now_ms).map(|(&end, _)| end).collect();
         for end in ended {
@@ -237,9 +229,10 @@ impl DedupeLog {
 }
 
 impl State {
-    /// Publishes how many ids the window holds.
+    /// Publishes how many ids the window holds (a sum over at most 17 buckets).
     fn report(&self) {
-        metrics::gauge!("envelope_router_embedded_dedupe_entries").set(self.entries as f64);
+        let entries: usize = self.buckets.values().map(HashMap::len).sum();
+        metrics::gauge!("envelope_router_embedded_dedupe_entries").set(entries as f64);
     }
 
     fn key(&self, user: &str, id: &str) -> EntryKey {
@@ -338,36 +331,26 @@ impl State {
                 continue;
             };
             match entry.replaced {
-                Some(until) => {
-                    bucket.insert(entry.key, until);
-                }
-                None => {
-                    if bucket.remove(&entry.key).is_some() {
-                        self.entries = self.entries.saturating_sub(1);
-                    }
-                }
-            }
+                Some(until) => bucket.insert(entry.key, until),
+                None => bucket.remove(&entry.key),
+            };
         }
     }
 }
 
 impl CommitHook for DedupeLog {
-    fn before_commit(&self, _txn: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
-        Ok(())
-    }
-
     fn after_commit(&self) -> Result<(), String> {
         let mut state = self.state();
         if state.unsynced.is_empty() {
             return Ok(());
         }
         let synced = state.sync();
-        state.report();
         if synced.is_err() {
             // Their envelopes are enqueued again; forgetting them keeps that from being
             // taken for a resend.
             state.undo();
         }
+        state.report();
         synced
     }
 
