@@ -6,7 +6,9 @@ use anyhow::Result;
 use futures_util::SinkExt;
 use serde_json::json;
 
-use crate::harness::{CIPHERTEXT_B64, Next, Server, envelope, token, user};
+use reqwest::{Method, StatusCode};
+
+use crate::harness::{CIPHERTEXT_B64, Next, Server, backend_profile, envelope, token, user};
 
 #[tokio::test]
 async fn online_envelope_reaches_every_session_of_the_recipient() -> Result<()> {
@@ -119,6 +121,54 @@ async fn same_message_id_twice_is_delivered_once() -> Result<()> {
     server.send_ok(&token(&alice), &offline).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.pending_ids(&token(&carol)).await?, ["dup-offline"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resend_after_a_restart_is_still_a_duplicate_and_a_damaged_dedupe_key_stops_the_start()
+-> Result<()> {
+    let server = Server::start(&[]).await?;
+    let (alice, carol) = (user("alice"), user("carol"));
+    let mut body = envelope(&carol);
+    body["messageId"] = json!("dedupe-across-restarts");
+    server.send_ok(&token(&alice), &body).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server.pending_ids(&token(&carol)).await?,
+        ["dedupe-across-restarts"]
+    );
+    let acked = server
+        .request(Method::POST, "/messages/ack")
+        .bearer_auth(token(&carol))
+        .json(&json!({"messageIds": ["dedupe-across-restarts"]}))
+        .send()
+        .await?;
+    assert_eq!(acked.status(), StatusCode::NO_CONTENT);
+    // The window outlives the process: the resend is accepted (202) but not queued again.
+    let server = server.stop().await?.restart().await?;
+    server.send_ok(&token(&alice), &body).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.pending_ids(&token(&carol)).await?,
+        Vec::<String>::new()
+    );
+    if !backend_profile()?.is_empty() {
+        return Ok(()); // the rest is about the embedded store's files
+    }
+    // A key that is not the one the entries were hashed with would forget them: refuse it.
+    let server = server.stop().await?;
+    let data_dir = server.data_dir.clone();
+    std::fs::write(data_dir.join("dedupe").join("key"), b"short")?;
+    let restarted = server.restart().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let Err(err) = restarted else {
+        anyhow::bail!("the server started with a damaged dedupe key");
+    };
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("dedupe/key is not a 32-byte key"),
+        "{message}"
+    );
     Ok(())
 }
 
