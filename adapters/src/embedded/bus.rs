@@ -242,13 +242,15 @@ impl EnvelopeBus for EmbeddedBus {
             .map_err(|_| BusError::Unavailable("bus is full; the processor is behind".into()))?
             .map_err(|_| BusError::Closed)?;
         let bytes = encode(&message)?;
-        let position = inner.log.append(bytes).await.map_err(unavailable)?;
+        // Routed once written, confirmed once synced: the recipient need not wait for the
+        // sender's fsync (docs/guarantees.md, "Delivery before the 202").
+        let appended = inner.log.append_written(bytes).await.map_err(unavailable)?;
         permit.send(Ready {
-            position,
+            position: appended.position,
             message,
             attempt: 1,
         });
-        Ok(())
+        appended.synced().await.map_err(unavailable)
     }
 
     async fn subscribe(&self) -> Result<Box<dyn BusSubscription>, BusError> {

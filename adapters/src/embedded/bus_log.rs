@@ -3,7 +3,8 @@
 //!
 //! A bus message is only ever appended, then acked once: a B-tree is more than it needs. Every
 //! queued append goes out in one `write` and, when any of them must be durable, one
-//! `fdatasync`. Acks are records too, written lazily (a lost ack only redelivers). A segment
+//! `fdatasync`. A message's caller learns its position once the write is done, so it can hand
+//! the message on while the sync runs, and hears again once the sync is done. Acks are records too, written lazily (a lost ack only redelivers). A segment
 //! whose messages are all acked is deleted; reading the log back yields the unacked messages.
 //!
 //! Record: `len: u32 LE` (of what follows the checksum), `crc32: u32 LE` (of the same bytes),
@@ -103,12 +104,13 @@ pub struct Position {
 }
 
 enum Job {
-    /// Appends a message under the next sequence number; answers with its position once
-    /// written (and synced if `durable`).
+    /// Appends a message under the next sequence number; answers `written` with its position
+    /// once written, before the batch's sync, and `done` once synced (if `durable`).
     Message {
         bytes: Vec<u8>,
         durable: bool,
-        done: oneshot::Sender<Result<Position, String>>,
+        written: oneshot::Sender<Result<Position, String>>,
+        done: oneshot::Sender<Result<(), String>>,
     },
     /// Appends an ack of `position` lazily; answers once written.
     Ack {
@@ -124,6 +126,24 @@ enum Job {
     Flush {
         done: oneshot::Sender<Result<(), String>>,
     },
+}
+
+/// A message written to the log but maybe not yet synced: where it landed, and the signal of
+/// its sync.
+pub struct Appended {
+    /// Where the message landed: what its ack names.
+    pub position: Position,
+    synced: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Appended {
+    /// Waits until the message is on disk, or says why it may not be.
+    pub async fn synced(self) -> Result<(), AdapterError> {
+        self.synced
+            .await
+            .map_err(|_| stopped())?
+            .map_err(AdapterError::Database)
+    }
 }
 
 /// A cloneable handle on the bus log.
@@ -231,12 +251,27 @@ impl BusLog {
 
     /// Appends a message and returns its position once it is on disk.
     pub async fn append(&self, bytes: Vec<u8>) -> Result<Position, AdapterError> {
-        self.call(|done| Job::Message {
-            bytes,
-            durable: true,
-            done,
-        })
-        .await
+        let appended = self.append_written(bytes).await?;
+        let position = appended.position;
+        appended.synced().await?;
+        Ok(position)
+    }
+
+    /// Appends a message and returns once it is written, while its batch's `fdatasync` still
+    /// runs: the caller can hand the message on and then wait for [`Appended::synced`].
+    /// A process crash after the write keeps the message (the page cache survives it); a
+    /// machine crash before the sync may lose it.
+    pub async fn append_written(&self, bytes: Vec<u8>) -> Result<Appended, AdapterError> {
+        let (done, synced) = oneshot::channel();
+        let position = self
+            .call(|written| Job::Message {
+                bytes,
+                durable: true,
+                written,
+                done,
+            })
+            .await?;
+        Ok(Appended { position, synced })
     }
 
     /// Records that the message at `position` is done. Lazy: a crash may lose it (the message
@@ -301,6 +336,18 @@ fn next_segment_name(segments: &BTreeMap<u64, PathBuf>, next_seq: u64) -> u64 {
         .map_or(next_seq, |last| next_seq.max(last + 1))
 }
 
+/// A batch written but not yet synced: what [`Writer::sync_batch`] finishes.
+struct WrittenBatch {
+    /// The segment write's result.
+    written: Result<(), String>,
+    /// Whether a message in it must be durable.
+    sync: bool,
+    /// The dead-letter write's result (synced already).
+    dead: Result<(), String>,
+    /// Who hears the result once synced.
+    answers: Vec<Answer>,
+}
+
 /// The writer thread's state: every segment and how many unacked messages each holds.
 struct Writer {
     dir: PathBuf,
@@ -314,10 +361,10 @@ struct Writer {
     next_seq: u64,
 }
 
-/// What a batch owes its callers once written.
+/// What a batch owes its callers once synced.
 enum Answer {
-    /// A message: its position, once the segment write succeeded.
-    Message(oneshot::Sender<Result<Position, String>>, Position),
+    /// A message (told its position already): the segment sync's result.
+    Message(oneshot::Sender<Result<(), String>>),
     /// An ack or flush: the segment write's result.
     Segment(oneshot::Sender<Result<(), String>>),
     /// A dead letter: the dead-letter file write's result.
@@ -373,16 +420,18 @@ impl Writer {
 
     fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         while let Some(batch) = next_batch(&mut queue, MAX_BATCH) {
-            self.write_batch(batch);
+            let written = self.write_batch(batch);
+            self.sync_batch(written);
         }
         if let Err(err) = self.current.file.sync_data() {
             error!(cause = %err, "bus log: final sync failed");
         }
     }
 
-    /// Writes one batch: messages and acks to the current segment, dead letters to their file,
-    /// one sync each where needed; then answers every caller with its write's result.
-    fn write_batch(&mut self, batch: Vec<Job>) {
+    /// Writes one batch: messages and acks to the current segment, dead letters to their file
+    /// (synced). Tells each message's caller its position (or the write's error) at once: the
+    /// processor may route a message while its sync runs. [`Writer::sync_batch`] does the rest.
+    fn write_batch(&mut self, batch: Vec<Job>) -> WrittenBatch {
         // A segment that may end in a partial record takes no more appends.
         let blocked = if self.needs_roll {
             self.roll().err()
@@ -394,6 +443,7 @@ impl Writer {
         let mut dead_bytes = Vec::new();
         let mut sync = false;
         let mut answers = Vec::with_capacity(batch.len());
+        let mut positions = Vec::new();
         let mut acked = Vec::new();
         let mut appended = 0;
         for job in batch {
@@ -401,13 +451,15 @@ impl Writer {
                 Job::Message {
                     bytes,
                     durable,
+                    written,
                     done,
                 } => {
                     let seq = self.take_seq();
                     segment_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
                     sync |= durable;
                     appended += 1;
-                    answers.push(Answer::Message(done, Position { seq, segment }));
+                    positions.push((written, Position { seq, segment }));
+                    answers.push(Answer::Message(done));
                 }
                 Job::Ack { position, done } => {
                     segment_bytes.extend_from_slice(&record(KIND_ACK, position.seq, &[]));
@@ -427,7 +479,7 @@ impl Writer {
         }
         let written = match blocked {
             Some(cause) => Err(format!("bus log: no segment to append to: {cause}")),
-            None => self.append_segment(&segment_bytes, sync),
+            None => self.append_segment(&segment_bytes),
         };
         let dead = self.append_dead(&dead_bytes);
         for cause in [&written, &dead]
@@ -436,18 +488,47 @@ impl Writer {
         {
             error!(%cause, "bus log write failed");
         }
-        // Count what is now on disk, and settle acks, before answering: once `ack` returns, a
-        // fully acked segment is gone.
+        // Count what is now in the segment, and settle acks, before answering: once `ack`
+        // returns, a fully acked segment is gone. A message counts from its write on, since
+        // its caller may hand it on even if the sync then fails.
         if written.is_ok() {
             *self.live.entry(segment).or_default() += appended;
             for segment in acked {
                 self.settle(segment);
             }
         }
+        for (caller, position) in positions {
+            let _ = caller.send(written.clone().map(|()| position));
+        }
+        WrittenBatch {
+            written,
+            sync,
+            dead,
+            answers,
+        }
+    }
+
+    /// Syncs the segment if the batch asked for it, answers every caller with its write's
+    /// result, and opens a new segment if this one is full or may end in a partial record.
+    fn sync_batch(&mut self, batch: WrittenBatch) {
+        let WrittenBatch {
+            written,
+            sync,
+            dead,
+            answers,
+        } = batch;
+        let written = written.and_then(|()| {
+            self.sync_segment(sync).inspect_err(|cause| {
+                // The kernel may have dropped the pages it could not write: a hole there would
+                // end this segment's recovery early, so later appends go to a new segment.
+                error!(%cause, "bus log sync failed; opening a new segment");
+                self.needs_roll = true;
+            })
+        });
         for answer in answers {
             match answer {
-                Answer::Message(done, position) => {
-                    let _ = done.send(written.clone().map(|()| position));
+                Answer::Message(done) => {
+                    let _ = done.send(written.clone());
                 }
                 Answer::Segment(done) => {
                     let _ = done.send(written.clone());
@@ -486,27 +567,34 @@ impl Writer {
         }
     }
 
-    fn append_segment(&mut self, bytes: &[u8], sync: bool) -> Result<(), String> {
+    /// Appends `bytes` to the current segment (not synced).
+    fn append_segment(&mut self, bytes: &[u8]) -> Result<(), String> {
         let current = &mut self.current;
-        if !bytes.is_empty() {
-            if let Err(err) = current.file.write_all(bytes) {
-                // A partial record would end recovery of this segment early and hide every
-                // record appended after it: cut the file back to its last whole record.
-                if let Err(cut) = current.file.set_len(current.len) {
-                    error!(cause = %cut, "bus log: cannot cut a partial write; opening a new segment");
-                    self.needs_roll = true;
-                }
-                return Err(format!("appending to the bus log: {err}"));
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if let Err(err) = current.file.write_all(bytes) {
+            // A partial record would end recovery of this segment early and hide every
+            // record appended after it: cut the file back to its last whole record.
+            if let Err(cut) = current.file.set_len(current.len) {
+                error!(cause = %cut, "bus log: cannot cut a partial write; opening a new segment");
+                self.needs_roll = true;
             }
-            current.len += bytes.len() as u64;
+            return Err(format!("appending to the bus log: {err}"));
         }
-        if sync {
-            current
-                .file
-                .sync_data()
-                .map_err(|e| format!("syncing the bus log: {e}"))?;
-        }
+        current.len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Syncs the current segment's data if `sync`.
+    fn sync_segment(&mut self, sync: bool) -> Result<(), String> {
+        if !sync {
+            return Ok(());
+        }
+        self.current
+            .file
+            .sync_data()
+            .map_err(|e| format!("syncing the bus log: {e}"))
     }
 
     fn append_dead(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -571,17 +659,60 @@ mod tests {
         );
     }
 
-    /// Appends one message through `writer` and returns what its caller hears.
-    fn append_one(writer: &mut Writer, bytes: &[u8]) -> Result<Position, String> {
-        let (done, answer) = oneshot::channel();
-        writer.write_batch(vec![Job::Message {
+    /// A message job for `bytes`, with the receivers of its position and of its sync.
+    fn message(
+        bytes: &[u8],
+    ) -> (
+        Job,
+        oneshot::Receiver<Result<Position, String>>,
+        oneshot::Receiver<Result<(), String>>,
+    ) {
+        let (written, position) = oneshot::channel();
+        let (done, synced) = oneshot::channel();
+        let job = Job::Message {
             bytes: bytes.to_vec(),
             durable: true,
+            written,
             done,
-        }]);
-        answer
-            .blocking_recv()
+        };
+        (job, position, synced)
+    }
+
+    /// Appends one message through `writer` and returns what its caller hears.
+    fn append_one(writer: &mut Writer, bytes: &[u8]) -> Result<Position, String> {
+        let (job, mut position, mut synced) = message(bytes);
+        let written = writer.write_batch(vec![job]);
+        writer.sync_batch(written);
+        synced
+            .try_recv()
+            .unwrap_or_else(|_| Err("no answer".into()))?;
+        position
+            .try_recv()
             .unwrap_or_else(|_| Err("no answer".into()))
+    }
+
+    #[test]
+    fn a_message_is_handed_on_once_written_and_confirmed_once_synced() {
+        let dir = temp_dir("written-then-synced");
+        let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
+        let (job, mut position, mut synced) = message(b"early");
+        let written = writer.write_batch(vec![job]);
+        let at = position.try_recv().unwrap().unwrap();
+        assert_eq!((at.seq, at.segment), (1, 1));
+        assert!(
+            synced.try_recv().is_err(),
+            "no confirmation before the sync"
+        );
+        // The process may die now: the record is in the file already.
+        let path = writer.segments[&1].clone();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            parse_records(&bytes).0,
+            vec![(KIND_MESSAGE, 1, &b"early"[..])]
+        );
+        writer.sync_batch(written);
+        assert_eq!(synced.try_recv().unwrap(), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
