@@ -43,6 +43,22 @@ pub struct Load {
     pub ack_interval: Duration,
 }
 
+impl Load {
+    /// In the open loop, the ticker `sender` sends on: one tick per `senders / rate`, with the
+    /// senders' first ticks spread evenly over one period, so the offered load arrives evenly
+    /// instead of in bursts of `senders` at once. `None` in the closed loop.
+    pub fn send_ticker(&self, sender: usize) -> Option<tokio::time::Interval> {
+        let rate = self.rate?;
+        let senders = self.senders.max(1);
+        let period = Duration::from_secs_f64(senders as f64 / rate.max(1) as f64);
+        let offset = period.mul_f64((sender % senders) as f64 / senders as f64);
+        Some(tokio::time::interval_at(
+            tokio::time::Instant::now() + offset,
+            period,
+        ))
+    }
+}
+
 /// A message id carrying its send time (µs since the run started) and a sequence number.
 pub fn message_id(sender: usize, seq: u64, sent_us: u64) -> String {
     format!("t{sent_us}-s{sender}-{seq}")

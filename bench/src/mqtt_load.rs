@@ -73,13 +73,10 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
         let accepted = accepted.clone();
         let receivers = load.receivers;
         let payload = load.payload;
-        let period = load
-            .rate
-            .map(|r| Duration::from_secs_f64(load.senders as f64 / r.max(1) as f64));
+        let mut ticker = load.send_ticker(s);
         senders.push(tokio::spawn(async move {
             let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ (s as u64 + 1);
             let mut seq = 0_u64;
-            let mut ticker = period.map(tokio::time::interval);
             while Instant::now() < deadline {
                 if let Some(ticker) = ticker.as_mut() {
                     ticker.tick().await;
@@ -96,7 +93,7 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
                 {
                     continue;
                 }
-                if period.is_none() && acks.recv().await.is_none() {
+                if ticker.is_none() && acks.recv().await.is_none() {
                     break;
                 }
                 accepted

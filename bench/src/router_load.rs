@@ -141,13 +141,10 @@ pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
         let (accepted, errors) = (accepted.clone(), errors.clone());
         let sender_token = token(&format!("urn:bench:user:s{s}"))?;
         let url = format!("http://{}/send", addrs[s % addrs.len()]);
-        let period = load
-            .rate
-            .map(|r| Duration::from_secs_f64(load.senders as f64 / r.max(1) as f64));
+        let mut ticker = load.send_ticker(s);
         senders.push(tokio::spawn(async move {
             let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ (s as u64 + 1);
             let mut seq = 0_u64;
-            let mut ticker = period.map(tokio::time::interval);
             while Instant::now() < deadline {
                 if let Some(ticker) = ticker.as_mut() {
                     ticker.tick().await;
