@@ -659,14 +659,15 @@ mod tests {
         );
     }
 
-    /// A message job for `bytes`, with the receivers of its position and of its sync.
-    fn message(
-        bytes: &[u8],
-    ) -> (
-        Job,
-        oneshot::Receiver<Result<Position, String>>,
-        oneshot::Receiver<Result<(), String>>,
-    ) {
+    /// A message job, with the receivers of what its caller hears.
+    struct Sent {
+        job: Job,
+        position: oneshot::Receiver<Result<Position, String>>,
+        synced: oneshot::Receiver<Result<(), String>>,
+    }
+
+    /// A message job for `bytes`.
+    fn message(bytes: &[u8]) -> Sent {
         let (written, position) = oneshot::channel();
         let (done, synced) = oneshot::channel();
         let job = Job::Message {
@@ -675,12 +676,20 @@ mod tests {
             written,
             done,
         };
-        (job, position, synced)
+        Sent {
+            job,
+            position,
+            synced,
+        }
     }
 
     /// Appends one message through `writer` and returns what its caller hears.
     fn append_one(writer: &mut Writer, bytes: &[u8]) -> Result<Position, String> {
-        let (job, mut position, mut synced) = message(bytes);
+        let Sent {
+            job,
+            mut position,
+            mut synced,
+        } = message(bytes);
         let written = writer.write_batch(vec![job]);
         writer.sync_batch(written);
         synced
@@ -695,7 +704,11 @@ mod tests {
     fn a_message_is_handed_on_once_written_and_confirmed_once_synced() {
         let dir = temp_dir("written-then-synced");
         let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
-        let (job, mut position, mut synced) = message(b"early");
+        let Sent {
+            job,
+            mut position,
+            mut synced,
+        } = message(b"early");
         let written = writer.write_batch(vec![job]);
         let at = position.try_recv().unwrap().unwrap();
         assert_eq!((at.seq, at.segment), (1, 1));
