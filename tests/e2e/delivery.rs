@@ -89,6 +89,33 @@ async fn unacked_envelope_comes_again_on_reconnect() -> Result<()> {
     Ok(())
 }
 
+/// A processor worker goes on routing while what it stored waits for the queue commit: it
+/// bounds the messages waiting, not the batches, so many one-envelope batches (a recipient
+/// getting envelopes one by one) do not stop it until the commit.
+#[tokio::test]
+async fn a_worker_keeps_routing_while_many_small_batches_wait_for_their_commit() -> Result<()> {
+    // One worker, and no queue commit during the test (health checks read the store, and a
+    // read commits first): every envelope stays unsettled.
+    let server = Server::start(&[
+        ("EMBEDDED_COMMIT_INTERVAL", "1h"),
+        ("HEALTH_INTERVAL", "1h"),
+        ("PROCESSOR_CONCURRENCY", "1"),
+    ])
+    .await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    // Connect first: opening a session reads the store, and reads commit.
+    let mut session = server.connect(&token(&bob)).await?;
+    let mut sent = Vec::new();
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        sent.push(server.send_ok(&token(&alice), &envelope(&bob)).await?);
+        // Each is routed alone: the next is sent only once this one is delivered.
+        received.push(session.envelope().await?.0);
+    }
+    assert_eq!(received, sent);
+    Ok(())
+}
+
 #[tokio::test]
 async fn same_message_id_twice_is_delivered_once() -> Result<()> {
     let server = Server::start(&[]).await?;

@@ -275,7 +275,7 @@ impl Processor {
     }
 
     /// Routes `batch`, then (in a task of `tracker`, holding `permit` so a shard has only so
-    /// many batches unsettled) waits for the store's durability and settles each message by
+    /// many messages unsettled) waits for the store's durability and settles each message by
     /// its outcome, the acks all at once.
     async fn handle_batch(
         &self,
@@ -359,10 +359,12 @@ impl Processor {
             let bus = bus.clone();
             let settles = tracker.clone();
             tracker.spawn(async move {
-                let unsettled = Arc::new(Semaphore::new(UNSETTLED_BATCHES));
+                let unsettled = Arc::new(Semaphore::new(UNSETTLED_MESSAGES));
                 let mut batch = Vec::with_capacity(SHARD_BATCH);
                 while receiver.recv_many(&mut batch, SHARD_BATCH).await > 0 {
-                    let Ok(permit) = unsettled.clone().acquire_owned().await else {
+                    // At most SHARD_BATCH messages, so always within UNSETTLED_MESSAGES.
+                    let needed = batch.len().min(UNSETTLED_MESSAGES) as u32;
+                    let Ok(permit) = unsettled.clone().acquire_many_owned(needed).await else {
                         break;
                     };
                     processor
@@ -398,8 +400,11 @@ const SHARD_QUEUE: usize = 64;
 /// Most messages a worker routes together (one store write, one presence lookup).
 const SHARD_BATCH: usize = 64;
 
-/// Routed batches of one worker that may wait for their store's durability at once.
-const UNSETTLED_BATCHES: usize = 8;
+/// Routed messages of one worker that may wait for their store's durability at once (eight
+/// full batches). Counted in messages, not batches: under light load a worker routes many
+/// batches of one or two messages per commit interval, and a count of batches would stop it
+/// until the next commit.
+const UNSETTLED_MESSAGES: usize = 8 * SHARD_BATCH;
 
 /// A routed batch: its results, and the durability of what it stored, which they wait for.
 pub struct RoutedBatch {
