@@ -243,7 +243,8 @@ impl EnvelopeBus for EmbeddedBus {
             .map_err(|_| BusError::Closed)?;
         let bytes = encode(&message)?;
         // Routed once written, confirmed once synced: the recipient need not wait for the
-        // sender's fsync (docs/guarantees.md, "Delivery before the 202").
+        // sender's fsync (docs/guarantees.md: "A recipient may get an envelope before its
+        // sender gets the 202").
         let appended = inner.log.append_written(bytes).await.map_err(unavailable)?;
         permit.send(Ready {
             position: appended.position,

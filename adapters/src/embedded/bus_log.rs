@@ -4,8 +4,9 @@
 //! A bus message is only ever appended, then acked once: a B-tree is more than it needs. Every
 //! queued append goes out in one `write` and, when any of them must be durable, one
 //! `fdatasync`. A message's caller learns its position once the write is done, so it can hand
-//! the message on while the sync runs, and hears again once the sync is done. Acks are records too, written lazily (a lost ack only redelivers). A segment
-//! whose messages are all acked is deleted; reading the log back yields the unacked messages.
+//! the message on while the sync runs, and hears again once the sync is done. Acks are records
+//! too, written lazily (a lost ack only redelivers). A segment whose messages are all acked is
+//! deleted; reading the log back yields the unacked messages.
 //!
 //! Record: `len: u32 LE` (of what follows the checksum), `crc32: u32 LE` (of the same bytes),
 //! then `kind: u8`, `seq: u64 LE` and, for a message, its bytes. A torn record at the end of a
@@ -247,14 +248,6 @@ impl BusLog {
             .await
             .map_err(|_| stopped())?
             .map_err(AdapterError::Database)
-    }
-
-    /// Appends a message and returns its position once it is on disk.
-    pub async fn append(&self, bytes: Vec<u8>) -> Result<Position, AdapterError> {
-        let appended = self.append_written(bytes).await?;
-        let position = appended.position;
-        appended.synced().await?;
-        Ok(position)
     }
 
     /// Appends a message and returns once it is written, while its batch's `fdatasync` still
@@ -750,13 +743,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Appends `bytes` through `log` and returns its position once it is on disk.
+    async fn append(log: &BusLog, bytes: &[u8]) -> Result<Position, AdapterError> {
+        let appended = log.append_written(bytes.to_vec()).await?;
+        let position = appended.position;
+        appended.synced().await?;
+        Ok(position)
+    }
+
     #[tokio::test]
     async fn unacked_messages_come_back_and_acked_segments_go() {
         let dir = temp_dir("recover");
         let (log, recovered) = BusLog::open(&dir).unwrap();
         assert!(recovered.is_empty());
-        let a = log.append(b"a".to_vec()).await.unwrap();
-        let b = log.append(b"b".to_vec()).await.unwrap();
+        let a = append(&log, b"a").await.unwrap();
+        let b = append(&log, b"b").await.unwrap();
         log.ack(a).await.unwrap();
         log.flush().await.unwrap();
         drop(log);
@@ -766,7 +767,7 @@ mod tests {
         let seqs: Vec<_> = recovered.iter().map(|r| (r.seq, r.bytes.clone())).collect();
         assert_eq!(seqs, vec![(b.seq, b"b".to_vec())]);
         // Numbering goes on after the last record of the earlier run.
-        let c = log.append(b"c".to_vec()).await.unwrap();
+        let c = append(&log, b"c").await.unwrap();
         assert_eq!(c.seq, b.seq + 1);
         // Acking the last message of the old segment deletes it.
         let old_segment = dir.join(segment_name(recovered[0].segment));
