@@ -42,8 +42,7 @@ case "${1:-}" in
     ;;
   stop)
     dir=${2:?usage: firestore-emulator.sh stop <dir>}
-    if [ -f "$dir/firestore.pgid" ]; then kill -- -"$(cat "$dir/firestore.pgid")" 2>/dev/null || true; fi
-    rm -rf "$dir"
+    "$(dirname "$0")/stop-service.sh" "$dir" firestore.pgid --group
     ;;
   *) echo "usage: firestore-emulator.sh start|stop <dir>" >&2; exit 2 ;;
 esac

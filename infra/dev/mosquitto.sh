@@ -49,8 +49,7 @@ CONF
     ;;
   stop)
     dir=${2:?usage: mosquitto.sh stop <dir>}
-    if [ -f "$dir/mosquitto.pid" ]; then kill "$(cat "$dir/mosquitto.pid")" 2>/dev/null || true; fi
-    rm -rf "$dir"
+    "$(dirname "$0")/stop-service.sh" "$dir" mosquitto.pid
     ;;
   *) echo "usage: mosquitto.sh start|stop <dir>" >&2; exit 2 ;;
 esac

@@ -42,8 +42,7 @@ case "${1:-}" in
     ;;
   stop)
     dir=${2:?usage: pubsub-emulator.sh stop <dir>}
-    if [ -f "$dir/pubsub.pgid" ]; then kill -- -"$(cat "$dir/pubsub.pgid")" 2>/dev/null || true; fi
-    rm -rf "$dir"
+    "$(dirname "$0")/stop-service.sh" "$dir" pubsub.pgid --group
     ;;
   *) echo "usage: pubsub-emulator.sh start|stop <dir>" >&2; exit 2 ;;
 esac

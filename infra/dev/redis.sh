@@ -40,8 +40,7 @@ case "${1:-}" in
     ;;
   stop)
     dir=${2:?usage: redis.sh stop <dir>}
-    if [ -f "$dir/redis.pid" ]; then kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; fi
-    rm -rf "$dir"
+    "$(dirname "$0")/stop-service.sh" "$dir" redis.pid
     ;;
   *) echo "usage: redis.sh start|stop <dir>" >&2; exit 2 ;;
 esac
