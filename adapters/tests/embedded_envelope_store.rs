@@ -1,6 +1,6 @@
-//! The embedded envelope store holds an enqueue out of its queue tables until the open
-//! transaction commits: an ack before then, a reopen after it, a roll-back and a purge all
-//! find the queue they should. Its dedupe window lives in a log of its own beside the
+//! The embedded envelope store holds an enqueue out of its queue tables until the next commit
+//! cuts its generation: an ack before then, a reopen after it, a roll-back, a purge, a read
+//! and an enqueue during a commit all find the queue they should. Its dedupe window lives in a log of its own beside the
 //! database: it survives reopening, a torn record, and an older version's tables, and its
 //! files go when their window ends.
 
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapters::embedded::database::{CommitHook, TxnSlot};
 use adapters::embedded::{EmbeddedDb, EmbeddedEnvelopeStore};
 use pipeline::clock::SystemClock;
 use pipeline::ports::envelope_store::{
@@ -329,5 +330,85 @@ async fn a_purge_finds_expired_envelopes_still_held_for_the_commit() {
     durable.await.expect("durable");
     assert_eq!(store.depth(&user).await.expect("depth"), 0);
     assert_eq!(store.purge_expired().await.expect("purge again"), 0);
+    close(dir, db, store);
+}
+
+/// A commit hook registered after the store's: its `before_commit` runs once the store has
+/// cut its generation, and enqueues `late` then (once), as a caller's task could while the
+/// writer commits.
+struct EnqueueDuringCommit {
+    store: EmbeddedEnvelopeStore,
+    late: QueuedEnvelope,
+    staged: std::sync::Mutex<Option<Durability>>,
+}
+
+impl CommitHook for EnqueueDuringCommit {
+    fn before_commit(&self, _txn: &mut TxnSlot<'_>) -> Result<bool, redb::Error> {
+        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        if staged.is_none() {
+            let enqueue = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(self.store.enqueue_staged(std::slice::from_ref(&self.late)))
+                .expect("late enqueue");
+            *staged = Some(enqueue.durable);
+        }
+        Ok(false)
+    }
+
+    fn rolled_back(&self) {}
+}
+
+#[tokio::test]
+async fn an_enqueue_during_a_commit_waits_for_the_next_one_with_its_dedupe_entry() {
+    let (dir, user, db, store) = fresh("held-cut", HOUR).await;
+    let early = stage_new(&store, &[queued(&user, "m-early")]).await;
+    let hook = Arc::new(EnqueueDuringCommit {
+        store: store.clone(),
+        late: queued(&user, "m-late"),
+        staged: std::sync::Mutex::new(None),
+    });
+    db.add_commit_hook(hook.clone());
+    db.flush().await.expect("flush");
+    early.await.expect("the enqueue before the cut is durable");
+    let mut late = hook
+        .staged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .expect("the hook enqueued during the commit");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut late)
+            .await
+            .is_err(),
+        "an enqueue after the cut is not durable with that commit"
+    );
+    let synced: u64 = dedupe_files(&dir)
+        .iter()
+        .map(|path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert_eq!(
+        synced, 28,
+        "only the cut enqueue's dedupe record is on disk"
+    );
+    db.flush().await.expect("second flush");
+    late.await
+        .expect("the late enqueue is durable with the next commit");
+    assert_eq!(backlog_ids(&store, &user).await, ["m-early", "m-late"]);
+    close(dir, db, store);
+}
+
+#[tokio::test]
+async fn a_read_sees_an_enqueue_that_returned_before_it() {
+    let (dir, user, db, store) = fresh("held-read", HOUR).await;
+    for n in 0..20 {
+        let id = format!("m-{n}");
+        let _durable = stage_new(&store, &[queued(&user, &id)]).await;
+        assert!(
+            backlog_ids(&store, &user).await.contains(&id),
+            "the backlog read after enqueue {n} shows it"
+        );
+    }
+    assert_eq!(store.depth(&user).await.expect("depth"), 20);
     close(dir, db, store);
 }

@@ -80,9 +80,17 @@ struct WriteJob {
 /// never touch the tables, and state kept in files of its own is synced with each commit.
 pub trait CommitHook: Send + Sync {
     /// Writes what is held into the transaction (beginning it if needed); runs on the writer
-    /// thread right before each commit. An error rolls the transaction back.
-    fn before_commit(&self, _txn: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
-        Ok(())
+    /// thread right before each commit. Answers whether what it cut must be made durable by
+    /// this commit (the commit then is, whatever its writes asked). An error rolls the
+    /// transaction back.
+    fn before_commit(&self, _txn: &mut TxnSlot<'_>) -> Result<bool, redb::Error> {
+        Ok(false)
+    }
+
+    /// Whether the hook holds work that returned to its callers but is not committed yet:
+    /// a read then commits first, so it sees that work.
+    fn holds_uncommitted(&self) -> bool {
+        false
     }
 
     /// Makes what the hook keeps outside the database durable; runs on the writer thread
@@ -235,18 +243,10 @@ impl EmbeddedDb {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
-        self.write_staged_in(move |slot| op(slot.begin()?)).await
-    }
-
-    /// Like [`EmbeddedDb::write_staged`], for an operation that begins the transaction only
-    /// if it needs a table (what it holds for a commit hook is made durable by that commit).
-    pub async fn write_staged_in<T, F>(&self, op: F) -> Result<(T, DurableSignal), AdapterError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut TxnSlot<'_>) -> Result<T, redb::Error> + Send + 'static,
-    {
         let (durable, signal) = oneshot::channel();
-        let value = self.submit(Mode::Staged, op, Some(durable)).await?;
+        let value = self
+            .submit(Mode::Staged, move |slot| op(slot.begin()?), Some(durable))
+            .await?;
         Ok((value, DurableSignal(signal)))
     }
 
@@ -286,6 +286,30 @@ impl EmbeddedDb {
             .map_err(|_| AdapterError::Database("writer thread stopped".into()))?
     }
 
+    /// Has the writer commit within the commit interval, durably, without a write of its own:
+    /// for work a commit hook holds outside the writer (see [`CommitHook::before_commit`]).
+    /// Returns once the request is queued, not once it is committed.
+    pub async fn request_commit(&self) -> Result<(), AdapterError> {
+        let op: WriteOp = Box::new(|_| (true, Box::new(|_| {})));
+        self.writer
+            .send(WriteJob {
+                mode: Mode::Staged,
+                op,
+                durable: None,
+            })
+            .await
+            .map_err(|_| AdapterError::Database("writer thread stopped".into()))
+    }
+
+    /// Whether a commit hook holds work its callers saw returned but no commit holds yet.
+    fn hooks_hold_uncommitted(&self) -> bool {
+        self.hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|hook| hook.holds_uncommitted())
+    }
+
     /// Makes every write so far durable (one durable commit persists the earlier ones).
     /// Called on graceful shutdown.
     pub async fn flush(&self) -> Result<(), AdapterError> {
@@ -299,7 +323,7 @@ impl EmbeddedDb {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
-        if self.uncommitted.load(Ordering::SeqCst) {
+        if self.uncommitted.load(Ordering::SeqCst) || self.hooks_hold_uncommitted() {
             self.submit(Mode::Sync, |_| Ok(()), None).await?;
         }
         let db = self.db.clone();
@@ -480,10 +504,11 @@ impl Writer {
             db: &self.db,
             txn: &mut open.txn,
         };
-        if let Err(err) = hooks
-            .iter()
-            .try_for_each(|hook| hook.before_commit(&mut slot))
-        {
+        let mut hooks_durable = false;
+        if let Err(err) = hooks.iter().try_for_each(|hook| {
+            hooks_durable |= hook.before_commit(&mut slot)?;
+            Ok::<(), redb::Error>(())
+        }) {
             self.roll_back(&format!("a commit hook failed: {err}"));
             return;
         }
@@ -499,7 +524,7 @@ impl Writer {
             ..
         } = open;
         let mut result = match txn {
-            Some(txn) => commit_database(txn, writes, durable),
+            Some(txn) => commit_database(txn, writes, durable || hooks_durable),
             None => Ok(()),
         };
         self.uncommitted.store(false, Ordering::SeqCst);

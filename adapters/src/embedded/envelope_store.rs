@@ -4,12 +4,13 @@
 //! `expiry` indexes records by time for purges. Every operation is a B-tree lookup or range:
 //! ack is O(log n), no scans. The dedupe window is a [`DedupeLog`] beside the database file.
 //!
-//! An enqueue touches no table: it adds its dedupe entry and holds the envelope in a
-//! [`PendingQueue`] until the open transaction commits; an ack within that time never touches
-//! the queue tables either.
+//! An enqueue touches no table and runs on its caller's task: it adds its dedupe entry and
+//! holds the envelope in a [`PendingQueue`] until the next commit cuts its generation
+//! ([`Staging`]); an ack within that time never touches the queue tables either.
 
 mod dedupe;
 mod pending;
+mod staging;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use self::dedupe::DedupeLog;
 use self::pending::PendingQueue;
+use self::staging::Staging;
 use crate::embedded::database::{EmbeddedDb, read_rows};
 use crate::error::AdapterError;
 
@@ -211,10 +213,12 @@ async fn adopt_legacy_dedupe(
 #[derive(Clone)]
 pub struct EmbeddedEnvelopeStore {
     db: EmbeddedDb,
-    /// Enqueued envelopes the open transaction has not written yet.
+    /// Enqueued envelopes no commit has written yet.
     pending: Arc<PendingQueue>,
     /// The ids within their dedupe window.
     dedupe: Arc<DedupeLog>,
+    /// Enqueues waiting for their generation's commit.
+    staging: Arc<Staging>,
     retention: Retention,
     clock: Arc<dyn Clock>,
 }
@@ -246,13 +250,14 @@ impl EmbeddedEnvelopeStore {
             .map_err(AdapterError::Database)?;
         let dedupe = Arc::new(dedupe);
         let pending = Arc::new(PendingQueue::new(last_seq));
-        db.add_commit_hook(pending.clone());
-        db.add_commit_hook(dedupe.clone());
+        let staging = Arc::new(Staging::new(pending.clone(), dedupe.clone()));
+        db.add_commit_hook(staging.clone());
         adopt_legacy_dedupe(&db, &dedupe, now).await?;
         Ok(Self {
             db,
             pending,
             dedupe,
+            staging,
             retention,
             clock,
         })
@@ -291,17 +296,19 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
             expires_at: now + self.retention.envelopes.as_millis() as u64,
             dedupe_until: now + self.retention.dedupe.as_millis() as u64,
         };
-        let envelopes = envelopes.to_vec();
-        let pending = self.pending.clone();
-        let dedupe = self.dedupe.clone();
-        let (outcomes, signal) = self
-            .db
-            .write_staged_in(move |_| Ok(enqueue_all(&dedupe, &pending, &envelopes, times)))
-            .await
-            .map_err(unavailable)?;
+        let staged = self.staging.enqueue(envelopes, times);
+        if staged.request_commit {
+            self.db.request_commit().await.map_err(unavailable)?;
+        }
+        let durable = staged.durable;
         Ok(StagedEnqueue {
-            outcomes,
-            durable: Box::pin(async move { signal.wait().await.map_err(unavailable) }),
+            outcomes: staged.outcomes,
+            durable: Box::pin(async move {
+                durable
+                    .await
+                    .map_err(|_| StoreError::Unavailable("embedded writer stopped".into()))?
+                    .map_err(StoreError::Unavailable)
+            }),
         })
     }
 
@@ -371,31 +378,23 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
     }
 
     async fn ack(&self, user: &UserUrn, ids: &[MessageId]) -> Result<usize, StoreError> {
+        // Envelopes still held for the commit leave without a table write, or the writer.
+        let (held, stored) = self.pending.take_each(user, ids);
+        if stored.is_empty() {
+            return Ok(held);
+        }
         let owner = user.clone();
-        let ids = ids.to_vec();
-        let pending = self.pending.clone();
+        let stored: Vec<MessageId> = stored.into_iter().cloned().collect();
         // A lost ack only redelivers the envelope after a crash (at least once); no fsync needed.
         self.db
             .write_lazy_in(move |txn| {
-                // Envelopes still held for the commit leave without a table write.
-                let mut removed = 0;
-                let mut stored = Vec::new();
-                for id in &ids {
-                    if pending.take(&owner, id) {
-                        removed += 1;
-                    } else {
-                        stored.push(id);
-                    }
-                }
-                if stored.is_empty() {
-                    return Ok(removed);
-                }
+                let mut removed = held;
                 let txn = txn.begin()?;
                 let user = owner.as_str();
                 let mut index = txn.open_table(QUEUE_IDS)?;
                 let mut queue = txn.open_table(QUEUE)?;
                 let mut expiry = txn.open_table(EXPIRY)?;
-                for id in stored {
+                for id in &stored {
                     let Some(position) = index.remove((user, id.as_str()))? else {
                         continue;
                     };
@@ -505,8 +504,9 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
                     dedupe
                         .purge(now)
                         .map_err(|cause| redb::Error::Io(std::io::Error::other(cause)))?;
-                    // Held envelopes go into the tables first, so the expiry index sees them.
-                    pending.write_into(slot)?;
+                    // Held envelopes go into the tables first, so the expiry index sees them
+                    // (their generation's commit, durable, comes now or later).
+                    pending.cut().write_into(slot)?;
                     let txn = slot.begin()?;
                     let mut purged = 0u64;
                     let mut expiry = txn.open_table(EXPIRY)?;

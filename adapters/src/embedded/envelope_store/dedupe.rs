@@ -5,9 +5,11 @@
 //! entries live in time buckets by the end of their window (one map and one file each), and
 //! a bucket whose end has passed is dropped whole, file and all. An entry is 16 bytes of keyed
 //! hash of recipient and id plus its window end (about 30 bytes of memory). Records written
-//! in a transaction are appended and synced after the database commits it, before its staged
-//! writes hear they are durable; a crash before that sync loses them, and the unacked bus
-//! message then enqueues the envelope again (an id already queued is replaced, not doubled).
+//! since the last commit are cut with the envelopes that commit writes (see `Staging`), and
+//! appended and synced after the database commits them, before their enqueues hear they are
+//! durable; a crash before that sync loses them, and the unacked bus message then enqueues
+//! the envelope again (an id already queued is replaced, not doubled). Entries added after
+//! the cut wait for the next commit.
 //!
 //! File record: `key: [u8; 16]`, `window end ms: u64 LE`, `crc32: u32 LE` of the first 24
 //! bytes. A torn record (a crash mid-write) fails its checksum; the file is cut there.
@@ -20,8 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest, Sha256};
-
-use crate::embedded::database::CommitHook;
 
 /// Bytes of one file record.
 const RECORD: usize = 28;
@@ -58,7 +58,7 @@ impl Hasher for KeyHasher {
 /// Window ends by entry key, for the entries of one bucket.
 type Bucket = HashMap<EntryKey, u64, BuildHasherDefault<KeyHasher>>;
 
-/// One entry added in the open transaction: its bucket, key and what it replaced there.
+/// One entry added since the last commit: its bucket, key and what it replaced there.
 struct Unsynced {
     bucket: u64,
     key: EntryKey,
@@ -66,8 +66,8 @@ struct Unsynced {
     replaced: Option<u64>,
 }
 
-/// The dedupe index and its files. Used by operations on the database's writer thread only,
-/// so its lock is never contended.
+/// The dedupe index and its files. Enqueues add entries on their callers' tasks; the
+/// database's writer thread cuts, syncs and undoes them around its commits.
 pub(super) struct DedupeLog(Mutex<State>);
 
 struct State {
@@ -78,8 +78,10 @@ struct State {
     buckets: BTreeMap<u64, Bucket>,
     /// Open files, by the end of their bucket's span.
     files: BTreeMap<u64, File>,
-    /// Entries of the open transaction, written and synced after it commits.
+    /// Entries added since the last cut, for the next commit.
     unsynced: Vec<Unsynced>,
+    /// Entries cut for the commit in progress, written and synced after it.
+    cut: Vec<Unsynced>,
 }
 
 /// Why the dedupe files could not be read or written.
@@ -154,6 +156,7 @@ impl DedupeLog {
             buckets: BTreeMap::new(),
             files: BTreeMap::new(),
             unsynced: Vec::new(),
+            cut: Vec::new(),
         };
         let listing = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, &e))?;
         for entry in listing {
@@ -286,10 +289,10 @@ impl State {
         Ok(())
     }
 
-    /// Appends the open transaction's entries to their buckets' files and syncs them.
+    /// Appends the cut entries to their buckets' files and syncs them.
     fn sync(&mut self) -> Result<(), String> {
         let mut by_file: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        for entry in &self.unsynced {
+        for entry in &self.cut {
             by_file
                 .entry(entry.bucket)
                 .or_default()
@@ -320,13 +323,13 @@ impl State {
                 return Err(io_error("append to", &path, &err));
             }
         }
-        self.unsynced.clear();
+        self.cut.clear();
         Ok(())
     }
 
-    /// Takes the open transaction's entries back out of memory.
-    fn undo(&mut self) {
-        for entry in std::mem::take(&mut self.unsynced).into_iter().rev() {
+    /// Takes `entries` back out of memory, newest first.
+    fn undo(&mut self, entries: Vec<Unsynced>) {
+        for entry in entries.into_iter().rev() {
             let Some(bucket) = self.buckets.get_mut(&entry.bucket) else {
                 continue;
             };
@@ -338,23 +341,42 @@ impl State {
     }
 }
 
-impl CommitHook for DedupeLog {
-    fn after_commit(&self) -> Result<(), String> {
+impl DedupeLog {
+    /// Sets the entries added so far aside for the commit in progress; later ones wait for
+    /// the next.
+    pub(super) fn cut(&self) {
         let mut state = self.state();
-        if state.unsynced.is_empty() {
+        let added = std::mem::take(&mut state.unsynced);
+        state.cut.extend(added);
+    }
+
+    /// Whether entries were cut for the commit in progress.
+    pub(super) fn has_cut(&self) -> bool {
+        !self.state().cut.is_empty()
+    }
+
+    /// Writes and syncs the cut entries; on failure takes them back out of memory (their
+    /// envelopes are enqueued again, and a kept entry would take that for a resend).
+    pub(super) fn sync_cut(&self) -> Result<(), String> {
+        let mut state = self.state();
+        if state.cut.is_empty() {
             return Ok(());
         }
         let synced = state.sync();
         if synced.is_err() {
-            // Their envelopes are enqueued again; forgetting them keeps that from being
-            // taken for a resend.
-            state.undo();
+            let cut = std::mem::take(&mut state.cut);
+            state.undo(cut);
         }
         state.report();
         synced
     }
 
-    fn rolled_back(&self) {
-        self.state().undo();
+    /// Takes every entry not synced yet back out of memory: the cut ones and the later ones.
+    pub(super) fn undo_unsynced(&self) {
+        let mut state = self.state();
+        let later = std::mem::take(&mut state.unsynced);
+        state.undo(later);
+        let cut = std::mem::take(&mut state.cut);
+        state.undo(cut);
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{EXPIRY, META, QUEUE, QUEUE_IDS, Record, SEQ_KEY, remove_record};
-use crate::embedded::database::{CommitHook, TxnSlot};
+use crate::embedded::database::TxnSlot;
 use pipeline::{MessageId, UserUrn};
 
 /// One envelope waiting for the commit: where it goes in its recipient's queue.
@@ -31,8 +31,8 @@ struct State {
 }
 
 /// The envelopes enqueued since the last commit, by recipient and id, and the queue's
-/// sequence numbers. Touched only by operations running on the writer thread, so its lock is
-/// never contended.
+/// sequence numbers. Enqueues and acks touch it on their callers' tasks; the database's
+/// writer thread empties it into each commit.
 pub(super) struct PendingQueue(Mutex<State>);
 
 impl PendingQueue {
@@ -72,26 +72,64 @@ impl PendingQueue {
         );
     }
 
-    /// Drops `user`'s envelope `id` if it is held; whether it was.
-    pub(super) fn take(&self, user: &UserUrn, id: &MessageId) -> bool {
+    /// Drops `user`'s envelopes `ids` that are held: how many were, and the ids that were not.
+    pub(super) fn take_each<'a>(
+        &self,
+        user: &UserUrn,
+        ids: &'a [MessageId],
+    ) -> (usize, Vec<&'a MessageId>) {
         let records = &mut self.state().held;
         let Some(queue) = records.get_mut(user) else {
-            return false;
+            return (0, ids.iter().collect());
         };
-        let held = queue.remove(id).is_some();
+        let mut taken = 0;
+        let mut rest = Vec::new();
+        for id in ids {
+            if queue.remove(id).is_some() {
+                taken += 1;
+            } else {
+                rest.push(id);
+            }
+        }
         if queue.is_empty() {
             records.remove(user);
         }
-        held
+        (taken, rest)
     }
 
-    /// Writes every held envelope into the queue tables of `slot`'s transaction (beginning it
-    /// only if something is held), with the last sequence number, and forgets it.
-    pub(super) fn write_into(&self, slot: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
-        let (held, seq) = {
-            let mut state = self.state();
-            (std::mem::take(&mut state.held), state.seq)
-        };
+    /// Drops every held envelope: the commit meant to write them was rolled back.
+    pub(super) fn clear(&self) {
+        self.state().held.clear();
+    }
+
+    /// Takes every held envelope out, with the last sequence number given out, for a commit
+    /// to write.
+    pub(super) fn cut(&self) -> HeldCut {
+        let mut state = self.state();
+        HeldCut {
+            held: std::mem::take(&mut state.held),
+            seq: state.seq,
+        }
+    }
+}
+
+/// Envelopes taken out of a [`PendingQueue`] for one commit, and the last sequence number
+/// given out when they were.
+pub(super) struct HeldCut {
+    held: Held,
+    seq: u64,
+}
+
+impl HeldCut {
+    /// Whether the cut holds no envelope.
+    pub(super) fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Writes the envelopes into the queue tables of `slot`'s transaction (beginning it only
+    /// if there are any), with the last sequence number.
+    pub(super) fn write_into(self, slot: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
+        let Self { held, seq } = self;
         if held.is_empty() {
             return Ok(());
         }
@@ -121,15 +159,5 @@ impl PendingQueue {
             }
         }
         Ok(())
-    }
-}
-
-impl CommitHook for PendingQueue {
-    fn before_commit(&self, txn: &mut TxnSlot<'_>) -> Result<(), redb::Error> {
-        self.write_into(txn)
-    }
-
-    fn rolled_back(&self) {
-        self.state().held.clear();
     }
 }
