@@ -8,15 +8,21 @@
 //! too, written lazily (a lost ack only redelivers). A segment whose messages are all acked is
 //! deleted; reading the log back yields the unacked messages.
 //!
+//! The writer thread hands each written batch to a syncer thread and goes on writing, so a
+//! message written while a sync runs is handed on at once; one `fdatasync` covers every
+//! batch written before it began.
+//!
 //! Record: `len: u32 LE` (of what follows the checksum), `crc32: u32 LE` (of the same bytes),
 //! then `kind: u8`, `seq: u64 LE` and, for a message, its bytes. A torn record at the end of a
 //! segment (a crash mid-write) fails its length or checksum and ends the recovery of that
 //! segment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
@@ -32,6 +38,9 @@ const WRITE_QUEUE: usize = 4096;
 
 /// Most appends folded into one write (one fsync).
 const MAX_BATCH: usize = 1024;
+
+/// Written batches waiting for the syncer thread; the writer waits when it is full.
+const SYNC_QUEUE: usize = 64;
 
 /// Bytes before the record's kind: its length and checksum.
 const HEADER: usize = 8;
@@ -230,10 +239,16 @@ impl BusLog {
             })
             .collect();
         let writer = Writer::open(dir, kept, live, next_seq).map_err(fail)?;
+        let syncer = Syncer::new(writer.sync_failed.clone());
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
+        let (to_sync, written) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        std::thread::Builder::new()
+            .name("embedded-bus-sync".into())
+            .spawn(move || syncer.run(written))
+            .map_err(|e| fail(e.to_string()))?;
         std::thread::Builder::new()
             .name("embedded-bus-log".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer.run(queue, to_sync))
             .map_err(|e| fail(e.to_string()))?;
         Ok((Self { jobs }, recovered))
     }
@@ -292,7 +307,8 @@ impl BusLog {
 /// The open segment that takes appends.
 struct Current {
     first_seq: u64,
-    file: File,
+    /// Shared with the syncer, which syncs it after the writer moved on.
+    file: Arc<File>,
     len: u64,
 }
 
@@ -314,7 +330,7 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(Current, PathBuf), Stri
     Ok((
         Current {
             first_seq,
-            file,
+            file: Arc::new(file),
             len,
         },
         path,
@@ -329,8 +345,11 @@ fn next_segment_name(segments: &BTreeMap<u64, PathBuf>, next_seq: u64) -> u64 {
         .map_or(next_seq, |last| next_seq.max(last + 1))
 }
 
-/// A batch written but not yet synced: what [`Writer::sync_batch`] finishes.
+/// A batch written but not yet synced: what [`Syncer::sync`] finishes.
 struct WrittenBatch {
+    /// The segment it was written to, and its file.
+    segment: u64,
+    file: Arc<File>,
     /// The segment write's result.
     written: Result<(), String>,
     /// Whether a message in it must be durable.
@@ -352,6 +371,8 @@ struct Writer {
     needs_roll: bool,
     /// The sequence number of the next message or dead letter.
     next_seq: u64,
+    /// Set by the syncer when a sync failed: appends move to a new segment.
+    sync_failed: Arc<AtomicBool>,
 }
 
 /// What a batch owes its callers once synced.
@@ -385,6 +406,7 @@ impl Writer {
             dead: None,
             needs_roll: false,
             next_seq,
+            sync_failed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -411,11 +433,20 @@ impl Writer {
         }
     }
 
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+    fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Job>,
+        to_sync: std::sync::mpsc::SyncSender<WrittenBatch>,
+    ) {
         while let Some(batch) = next_batch(&mut queue, MAX_BATCH) {
             let written = self.write_batch(batch);
-            self.sync_batch(written);
+            if to_sync.send(written).is_err() {
+                error!("bus log: the syncer thread stopped; no more appends");
+                return;
+            }
+            self.roll_if_due();
         }
+        drop(to_sync);
         if let Err(err) = self.current.file.sync_data() {
             error!(cause = %err, "bus log: final sync failed");
         }
@@ -423,9 +454,13 @@ impl Writer {
 
     /// Writes one batch: messages and acks to the current segment, dead letters to their file
     /// (synced). Tells each message's caller its position (or the write's error) at once: the
-    /// processor may route a message while its sync runs. [`Writer::sync_batch`] does the rest.
+    /// processor may route a message while its sync runs. [`Syncer::sync`] does the rest.
     fn write_batch(&mut self, batch: Vec<Job>) -> WrittenBatch {
-        // A segment that may end in a partial record takes no more appends.
+        // A segment whose sync failed, or that may end in a partial record, takes no more
+        // appends.
+        if self.sync_failed.swap(false, Ordering::SeqCst) {
+            self.needs_roll = true;
+        }
         let blocked = if self.needs_roll {
             self.roll().err()
         } else {
@@ -494,6 +529,8 @@ impl Writer {
             let _ = caller.send(written.clone().map(|()| position));
         }
         WrittenBatch {
+            segment,
+            file: self.current.file.clone(),
             written,
             sync,
             dead,
@@ -501,38 +538,10 @@ impl Writer {
         }
     }
 
-    /// Syncs the segment if the batch asked for it, answers every caller with its write's
-    /// result, and opens a new segment if this one is full or may end in a partial record.
-    fn sync_batch(&mut self, batch: WrittenBatch) {
-        let WrittenBatch {
-            written,
-            sync,
-            dead,
-            answers,
-        } = batch;
-        let written = written.and_then(|()| {
-            self.sync_segment(sync).inspect_err(|cause| {
-                // The kernel may have dropped the pages it could not write: a hole there would
-                // end this segment's recovery early, so later appends go to a new segment.
-                error!(%cause, "bus log sync failed; opening a new segment");
-                self.needs_roll = true;
-            })
-        });
-        for answer in answers {
-            match answer {
-                Answer::Message(done) => {
-                    let _ = done.send(written.clone());
-                }
-                Answer::Segment(done) => {
-                    let _ = done.send(written.clone());
-                }
-                Answer::Dead(done) => {
-                    let _ = done.send(dead.clone());
-                }
-            }
-        }
-        let full = self.current.len >= SEGMENT_BYTES;
-        if (self.needs_roll || (full && written.is_ok()))
+    /// Opens a new segment once the current one is full or may end in a partial record (the
+    /// old one is synced by the batches that wrote it, which hold its file).
+    fn roll_if_due(&mut self) {
+        if (self.needs_roll || self.current.len >= SEGMENT_BYTES)
             && let Err(cause) = self.roll()
         {
             error!(%cause, "bus log: cannot open a new segment; the next batch tries again");
@@ -566,7 +575,7 @@ impl Writer {
         if bytes.is_empty() {
             return Ok(());
         }
-        if let Err(err) = current.file.write_all(bytes) {
+        if let Err(err) = (&*current.file).write_all(bytes) {
             // A partial record would end recovery of this segment early and hide every
             // record appended after it: cut the file back to its last whole record.
             if let Err(cut) = current.file.set_len(current.len) {
@@ -577,17 +586,6 @@ impl Writer {
         }
         current.len += bytes.len() as u64;
         Ok(())
-    }
-
-    /// Syncs the current segment's data if `sync`.
-    fn sync_segment(&mut self, sync: bool) -> Result<(), String> {
-        if !sync {
-            return Ok(());
-        }
-        self.current
-            .file
-            .sync_data()
-            .map_err(|e| format!("syncing the bus log: {e}"))
     }
 
     fn append_dead(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -609,6 +607,82 @@ impl Writer {
         dead.write_all(bytes)
             .and_then(|()| dead.sync_data())
             .map_err(|e| format!("writing the dead-letter file: {e}"))
+    }
+}
+
+/// The syncer thread's state: syncs written batches and answers their callers.
+struct Syncer {
+    /// Tells the writer a sync failed.
+    failed: Arc<AtomicBool>,
+    /// Segments a sync failed on. Every later sync of them fails too: the kernel may have
+    /// dropped pages it could not write, and a later `fdatasync` would not say so.
+    poisoned: HashSet<u64>,
+}
+
+impl Syncer {
+    fn new(failed: Arc<AtomicBool>) -> Self {
+        Self {
+            failed,
+            poisoned: HashSet::new(),
+        }
+    }
+
+    /// Takes every batch written so far, syncs it, and waits for the next.
+    fn run(mut self, written: std::sync::mpsc::Receiver<WrittenBatch>) {
+        while let Ok(first) = written.recv() {
+            let mut batches = vec![first];
+            batches.extend(written.try_iter().take(SYNC_QUEUE));
+            self.sync(batches);
+        }
+    }
+
+    /// Syncs each segment `batches` wrote to once, if any of them asked for it, and answers
+    /// every caller with its write's and its sync's result.
+    fn sync(&mut self, batches: Vec<WrittenBatch>) {
+        let mut synced: HashMap<u64, Result<(), String>> = HashMap::new();
+        for batch in &batches {
+            if !batch.sync || batch.written.is_err() || synced.contains_key(&batch.segment) {
+                continue;
+            }
+            let result = if self.poisoned.contains(&batch.segment) {
+                Err("syncing the bus log: an earlier sync of this segment failed".to_owned())
+            } else {
+                batch
+                    .file
+                    .sync_data()
+                    .map_err(|e| format!("syncing the bus log: {e}"))
+            };
+            if let Err(cause) = &result {
+                error!(%cause, "bus log sync failed; opening a new segment");
+                self.poisoned.insert(batch.segment);
+                self.failed.store(true, Ordering::SeqCst);
+            }
+            synced.insert(batch.segment, result);
+        }
+        for batch in batches {
+            let WrittenBatch {
+                segment,
+                written,
+                sync,
+                dead,
+                answers,
+                ..
+            } = batch;
+            let written = written.and_then(|()| match (sync, synced.get(&segment)) {
+                (true, Some(result)) => result.clone(),
+                _ => Ok(()),
+            });
+            for answer in answers {
+                match answer {
+                    Answer::Message(done) | Answer::Segment(done) => {
+                        let _ = done.send(written.clone());
+                    }
+                    Answer::Dead(done) => {
+                        let _ = done.send(dead.clone());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -684,7 +758,8 @@ mod tests {
             mut synced,
         } = message(bytes);
         let written = writer.write_batch(vec![job]);
-        writer.sync_batch(written);
+        writer.roll_if_due();
+        Syncer::new(writer.sync_failed.clone()).sync(vec![written]);
         synced
             .try_recv()
             .unwrap_or_else(|_| Err("no answer".into()))?;
@@ -716,7 +791,80 @@ mod tests {
             parse_records(&bytes).0,
             vec![(KIND_MESSAGE, 1, &b"early"[..])]
         );
-        writer.sync_batch(written);
+        Syncer::new(writer.sync_failed.clone()).sync(vec![written]);
+        assert_eq!(synced.try_recv().unwrap(), Ok(()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_writer_goes_on_writing_while_an_earlier_batch_waits_for_its_sync() {
+        let dir = temp_dir("pipelined");
+        let writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
+        let failed = writer.sync_failed.clone();
+        let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
+        // The test holds the syncer's end: nothing is synced until it says so.
+        let (to_sync, written) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let thread = std::thread::spawn(move || writer.run(queue, to_sync));
+        let mut sent = Vec::new();
+        for bytes in [&b"first"[..], b"second"] {
+            let Sent {
+                job,
+                position,
+                synced,
+            } = message(bytes);
+            jobs.blocking_send(job).unwrap();
+            let at = position.blocking_recv().unwrap().unwrap();
+            assert_eq!(
+                at.seq as usize,
+                sent.len() + 1,
+                "written and told its position"
+            );
+            sent.push(synced);
+        }
+        for synced in &mut sent {
+            assert!(synced.try_recv().is_err(), "no confirmation before a sync");
+        }
+        let mut batches = Vec::new();
+        while batches.len() < 2 {
+            batches.push(written.recv().unwrap());
+        }
+        Syncer::new(failed).sync(batches);
+        for synced in sent {
+            assert_eq!(synced.blocking_recv().unwrap(), Ok(()));
+        }
+        drop(jobs);
+        thread.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn after_a_failed_sync_its_segment_confirms_nothing_more_and_takes_no_more_appends() {
+        let dir = temp_dir("failed-sync");
+        let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
+        let mut syncer = Syncer::new(writer.sync_failed.clone());
+        let first = message(b"first");
+        let second = message(b"second");
+        // Both are written before any sync runs, as when the syncer lags behind the writer.
+        let mut failing = writer.write_batch(vec![first.job]);
+        let later = writer.write_batch(vec![second.job]);
+        assert_eq!((failing.segment, later.segment), (1, 1));
+        // A handle whose fdatasync fails (EINVAL) stands in for a disk error.
+        failing.file = Arc::new(OpenOptions::new().write(true).open("/dev/null").unwrap());
+        syncer.sync(vec![failing]);
+        let mut synced = first.synced;
+        assert!(synced.try_recv().unwrap().is_err());
+        // The later batch's own sync would succeed; the segment may have a hole before it.
+        syncer.sync(vec![later]);
+        let mut synced = second.synced;
+        assert!(
+            synced.try_recv().unwrap().is_err(),
+            "nothing behind a failed sync is confirmed"
+        );
+        let third = message(b"third");
+        let next = writer.write_batch(vec![third.job]);
+        assert_ne!(next.segment, 1, "appends move to a new segment");
+        syncer.sync(vec![next]);
+        let mut synced = third.synced;
         assert_eq!(synced.try_recv().unwrap(), Ok(()));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -727,7 +875,7 @@ mod tests {
         let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
         // A read-only handle: the write fails, and so does cutting the file back.
         let path = writer.segments[&1].clone();
-        writer.current.file = File::open(&path).unwrap();
+        writer.current.file = Arc::new(File::open(&path).unwrap());
         assert!(append_one(&mut writer, b"refused").is_err());
         let current = writer.current.first_seq;
         assert_ne!(current, 1, "a new segment takes the next appends");
