@@ -379,8 +379,8 @@ struct Writer {
 enum Answer {
     /// A message (told its position already): the segment sync's result.
     Message(oneshot::Sender<Result<(), String>>),
-    /// An ack or flush: the segment write's result.
-    Segment(oneshot::Sender<Result<(), String>>),
+    /// A flush: the segment write's and sync's result.
+    Flush(oneshot::Sender<Result<(), String>>),
     /// A dead letter: the dead-letter file write's result.
     Dead(oneshot::Sender<Result<(), String>>),
 }
@@ -491,8 +491,7 @@ impl Writer {
                 }
                 Job::Ack { position, done } => {
                     segment_bytes.extend_from_slice(&record(KIND_ACK, position.seq, &[]));
-                    acked.push(position.segment);
-                    answers.push(Answer::Segment(done));
+                    acked.push((position.segment, done));
                 }
                 Job::DeadLetter { bytes, done } => {
                     let seq = self.take_seq();
@@ -501,7 +500,7 @@ impl Writer {
                 }
                 Job::Flush { done } => {
                     sync = true;
-                    answers.push(Answer::Segment(done));
+                    answers.push(Answer::Flush(done));
                 }
             }
         }
@@ -521,9 +520,13 @@ impl Writer {
         // its caller may hand it on even if the sync then fails.
         if written.is_ok() {
             *self.live.entry(segment).or_default() += appended;
-            for segment in acked {
-                self.settle(segment);
+            for (segment, _) in &acked {
+                self.settle(*segment);
             }
+        }
+        // Acks are lazy: their callers hear once the ack is written, without its sync.
+        for (_, caller) in acked {
+            let _ = caller.send(written.clone());
         }
         for (caller, position) in positions {
             let _ = caller.send(written.clone().map(|()| position));
@@ -674,7 +677,7 @@ impl Syncer {
             });
             for answer in answers {
                 match answer {
-                    Answer::Message(done) | Answer::Segment(done) => {
+                    Answer::Message(done) | Answer::Flush(done) => {
                         let _ = done.send(written.clone());
                     }
                     Answer::Dead(done) => {
