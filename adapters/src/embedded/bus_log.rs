@@ -377,10 +377,9 @@ struct Writer {
 
 /// What a batch owes its callers once synced.
 enum Answer {
-    /// A message (told its position already): the segment sync's result.
-    Message(oneshot::Sender<Result<(), String>>),
-    /// A flush: the segment write's and sync's result.
-    Flush(oneshot::Sender<Result<(), String>>),
+    /// A message (told its position already) or a flush: the segment write's and sync's
+    /// result.
+    Synced(oneshot::Sender<Result<(), String>>),
     /// A dead letter: the dead-letter file write's result.
     Dead(oneshot::Sender<Result<(), String>>),
 }
@@ -487,7 +486,7 @@ impl Writer {
                     sync |= durable;
                     appended += 1;
                     positions.push((written, Position { seq, segment }));
-                    answers.push(Answer::Message(done));
+                    answers.push(Answer::Synced(done));
                 }
                 Job::Ack { position, done } => {
                     segment_bytes.extend_from_slice(&record(KIND_ACK, position.seq, &[]));
@@ -500,7 +499,7 @@ impl Writer {
                 }
                 Job::Flush { done } => {
                     sync = true;
-                    answers.push(Answer::Flush(done));
+                    answers.push(Answer::Synced(done));
                 }
             }
         }
@@ -677,7 +676,7 @@ impl Syncer {
             });
             for answer in answers {
                 match answer {
-                    Answer::Message(done) | Answer::Flush(done) => {
+                    Answer::Synced(done) => {
                         let _ = done.send(written.clone());
                     }
                     Answer::Dead(done) => {

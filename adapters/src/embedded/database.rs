@@ -110,7 +110,16 @@ type Hooks = Arc<Mutex<Vec<Arc<dyn CommitHook>>>>;
 /// Resolves once a staged write is on disk, or with the reason it never will be.
 pub struct DurableSignal(oneshot::Receiver<Result<(), String>>);
 
+/// What tells a [`DurableSignal`] its write's fate.
+pub(crate) type DurableSender = oneshot::Sender<Result<(), String>>;
+
 impl DurableSignal {
+    /// A signal and the sender that resolves it.
+    pub(crate) fn channel() -> (DurableSender, Self) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, Self(receiver))
+    }
+
     /// Waits until the staged write is durable.
     pub async fn wait(self) -> Result<(), AdapterError> {
         self.0
@@ -243,11 +252,11 @@ impl EmbeddedDb {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
-        let (durable, signal) = oneshot::channel();
+        let (durable, signal) = DurableSignal::channel();
         let value = self
             .submit(Mode::Staged, move |slot| op(slot.begin()?), Some(durable))
             .await?;
-        Ok((value, DurableSignal(signal)))
+        Ok((value, signal))
     }
 
     async fn submit<T, F>(

@@ -300,15 +300,10 @@ impl EnvelopeStore for EmbeddedEnvelopeStore {
         if staged.request_commit {
             self.db.request_commit().await.map_err(unavailable)?;
         }
-        let durable = staged.durable;
+        let signal = staged.durable;
         Ok(StagedEnqueue {
             outcomes: staged.outcomes,
-            durable: Box::pin(async move {
-                durable
-                    .await
-                    .map_err(|_| StoreError::Unavailable("embedded writer stopped".into()))?
-                    .map_err(StoreError::Unavailable)
-            }),
+            durable: Box::pin(async move { signal.wait().await.map_err(unavailable) }),
         })
     }
 

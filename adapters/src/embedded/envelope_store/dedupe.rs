@@ -342,17 +342,13 @@ impl State {
 }
 
 impl DedupeLog {
-    /// Sets the entries added so far aside for the commit in progress; later ones wait for
-    /// the next.
-    pub(super) fn cut(&self) {
+    /// Sets the entries added so far aside for the commit in progress (later ones wait for
+    /// the next); whether any are set aside.
+    pub(super) fn cut(&self) -> bool {
         let mut state = self.state();
         let added = std::mem::take(&mut state.unsynced);
         state.cut.extend(added);
-    }
-
-    /// Whether entries were cut for the commit in progress.
-    pub(super) fn has_cut(&self) -> bool {
-        !self.state().cut.is_empty()
+        !state.cut.is_empty()
     }
 
     /// Writes and syncs the cut entries; on failure takes them back out of memory (their

@@ -14,18 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pipeline::ports::envelope_store::{EnqueueOutcome, QueuedEnvelope};
-use tokio::sync::oneshot;
 
 use super::dedupe::DedupeLog;
 use super::pending::PendingQueue;
 use super::{EnqueueTimes, enqueue_all};
-use crate::embedded::database::{CommitHook, TxnSlot};
-
-/// Tells one enqueue's caller whether its envelopes are durable.
-type Signal = oneshot::Sender<Result<(), String>>;
-
-/// Resolves once an enqueue's generation is durable, or with the reason it never will be.
-pub(super) type Durable = oneshot::Receiver<Result<(), String>>;
+use crate::embedded::database::{CommitHook, DurableSender, DurableSignal, TxnSlot};
 
 /// The open generation and the one cut for the commit in progress.
 struct Generations {
@@ -34,9 +27,9 @@ struct Generations {
     /// Whether the writer was asked for a commit since the last cut.
     requested: bool,
     /// The open generation's callers.
-    waiting: Vec<Signal>,
+    waiting: Vec<DurableSender>,
     /// The callers of the generation cut for the commit in progress, with its number.
-    cut: Option<(u64, Vec<Signal>)>,
+    cut: Option<(u64, Vec<DurableSender>)>,
 }
 
 /// What an enqueue staged: its outcomes, its signal, and whether the caller must ask the
@@ -45,7 +38,7 @@ pub(super) struct Staged {
     /// One outcome per envelope, in order.
     pub(super) outcomes: Vec<EnqueueOutcome>,
     /// Resolves once the generation holding the enqueue is durable.
-    pub(super) durable: Durable,
+    pub(super) durable: DurableSignal,
     /// Whether this was the generation's first enqueue: the caller asks for the commit.
     pub(super) request_commit: bool,
 }
@@ -90,7 +83,7 @@ impl Staging {
     pub(super) fn enqueue(&self, envelopes: &[QueuedEnvelope], times: EnqueueTimes) -> Staged {
         let mut generations = self.generations();
         let outcomes = enqueue_all(&self.dedupe, &self.pending, envelopes, times);
-        let (signal, durable) = oneshot::channel();
+        let (signal, durable) = DurableSignal::channel();
         generations.waiting.push(signal);
         self.held.store(generations.number, Ordering::SeqCst);
         let request_commit = !std::mem::replace(&mut generations.requested, true);
@@ -125,10 +118,10 @@ impl CommitHook for Staging {
     /// Cuts the open generation and writes its held envelopes into the transaction; the
     /// commit must be durable when the generation holds anything.
     fn before_commit(&self, txn: &mut TxnSlot<'_>) -> Result<bool, redb::Error> {
-        let (held, callers) = {
+        let (held, entries_or_callers) = {
             let mut generations = self.generations();
             let held = self.pending.cut();
-            self.dedupe.cut();
+            let entries = self.dedupe.cut();
             let waiting = std::mem::take(&mut generations.waiting);
             let callers = !waiting.is_empty();
             let number = generations.number;
@@ -143,9 +136,9 @@ impl CommitHook for Staging {
             }
             generations.number += 1;
             generations.requested = false;
-            (held, callers)
+            (held, entries || callers)
         };
-        let durable = callers || !held.is_empty() || self.dedupe.has_cut();
+        let durable = entries_or_callers || !held.is_empty();
         held.write_into(txn)?;
         Ok(durable)
     }
