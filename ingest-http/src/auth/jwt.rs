@@ -1,6 +1,6 @@
 //! JWT verification: HS256 with a shared secret, RS256/ES256 with keys from a JWKS URL.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
@@ -9,6 +9,7 @@ use pipeline::UserUrn;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::jwks::JwksCache;
+use crate::auth::verified_tokens::{CAPACITY, RECHECK_AFTER, VerifiedTokens};
 use crate::error::ApiError;
 
 /// How tokens are checked.
@@ -26,11 +27,15 @@ pub struct AuthConfig {
     pub audience: Option<String>,
 }
 
+/// Seconds a token is still accepted after its `exp`, for clock skew.
+const LEEWAY_SECS: u64 = 30;
+
 /// The claims the router reads.
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
     handle: Option<String>,
+    exp: u64,
 }
 
 /// Verifies tokens and names their user.
@@ -39,6 +44,7 @@ pub struct Authenticator {
     jwks: Option<JwksCache>,
     issuer: Option<String>,
     audience: Option<String>,
+    verified: VerifiedTokens,
 }
 
 fn unauthorized(reason: &str) -> ApiError {
@@ -63,13 +69,14 @@ impl Authenticator {
             jwks,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            verified: VerifiedTokens::new(CAPACITY, RECHECK_AFTER),
         })
     }
 
     fn validation(&self, algorithm: Algorithm) -> Validation {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp"]);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         match &self.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -81,7 +88,25 @@ impl Authenticator {
     }
 
     /// Verifies `token` and returns its user: the `handle` claim when present, else `sub`.
+    ///
+    /// A token verified less than a minute ago is answered from a cache, until its `exp`.
     pub async fn verify(&self, token: &str) -> Result<UserUrn, ApiError> {
+        let now = Instant::now();
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Some(user) = self.verified.get(token, now, now_unix) {
+            return Ok(user);
+        }
+        let (user, exp) = self.verify_signed(token).await?;
+        self.verified
+            .insert(token, user.clone(), exp.saturating_add(LEEWAY_SECS), now);
+        Ok(user)
+    }
+
+    /// Checks `token`'s signature and claims; returns its user and its `exp`.
+    async fn verify_signed(&self, token: &str) -> Result<(UserUrn, u64), ApiError> {
         let header = decode_header(token).map_err(|_| unauthorized("malformed"))?;
         let key = match header.alg {
             Algorithm::HS256 => self
@@ -114,13 +139,16 @@ impl Authenticator {
                 _ => unauthorized("rejected"),
             }
         })?;
+        let exp = data.claims.exp;
         let subject = data
             .claims
             .handle
             .filter(|h| !h.is_empty())
             .or(data.claims.sub)
             .ok_or_else(|| unauthorized("no handle or sub claim"))?;
-        UserUrn::parse(&subject).map_err(|_| unauthorized("subject is not a valid user URN"))
+        let user = UserUrn::parse(&subject)
+            .map_err(|_| unauthorized("subject is not a valid user URN"))?;
+        Ok((user, exp))
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod jwks;
 mod jwt;
+mod verified_tokens;
 
 pub use jwks::JwksCache;
 pub use jwt::{AuthConfig, Authenticator, mint_dev_token};
