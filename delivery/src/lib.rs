@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! * [`config`]: timings and bounds of sessions.
+//! * [`delivery_metrics`]: per-envelope counters and histograms, registered once.
 //! * [`manager`]: [`ConnectionManager`], this instance's sessions, its delivery channel and its
 //!   presence (liveness beat, registration, removal on shutdown).
 //! * [`unacked`]: envelopes written but not acked yet, and the wake-up when they stay unacked.
@@ -10,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod delivery_metrics;
 pub mod frames;
 pub mod manager;
 pub mod unacked;

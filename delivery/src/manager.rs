@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::DeliveryConfig;
+use crate::delivery_metrics::DeliveryMetrics;
 use crate::unacked::UnackedTracker;
 
 /// An envelope on its way to one session.
@@ -81,6 +82,7 @@ pub struct ConnectionManager {
     sessions: Mutex<HashMap<UserUrn, Vec<LocalSession>>>,
     unacked: Mutex<UnackedTracker>,
     shutting_down: CancellationToken,
+    metrics: DeliveryMetrics,
 }
 
 impl ConnectionManager {
@@ -105,6 +107,7 @@ impl ConnectionManager {
             sessions: Mutex::new(HashMap::new()),
             unacked: Mutex::new(UnackedTracker::default()),
             shutting_down: CancellationToken::new(),
+            metrics: DeliveryMetrics::register(),
         })
     }
 
@@ -116,6 +119,11 @@ impl ConnectionManager {
     /// The session settings.
     pub fn config(&self) -> &DeliveryConfig {
         &self.config
+    }
+
+    /// The per-envelope metrics of deliveries and acks.
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.metrics
     }
 
     /// The envelope store (backlogs, acks).
@@ -223,14 +231,9 @@ impl ConnectionManager {
         }
         if written > 0 {
             self.record_delivery_lag(ingested_at_ms);
-        }
-        let outcome = if written > 0 {
-            "written"
+            self.metrics.written.increment(1);
         } else {
-            "no_local_session"
-        };
-        metrics::counter!("envelope_router_delivery_total", "outcome" => outcome).increment(1);
-        if written == 0 {
+            self.metrics.no_local_session.increment(1);
             debug!(message_id = %item.message_id, recipient = %item.recipient, "no local session for delivery item; it stays stored");
         }
     }
@@ -239,7 +242,7 @@ impl ConnectionManager {
     pub fn record_delivery_lag(&self, ingested_at_ms: Option<u64>) {
         if let Some(at) = ingested_at_ms {
             let lag = self.clock.now_ms().saturating_sub(at) as f64 / 1000.0;
-            metrics::histogram!("envelope_router_delivery_lag_seconds").record(lag);
+            self.metrics.delivery_lag.record(lag);
         }
     }
 
@@ -255,10 +258,11 @@ impl ConnectionManager {
         let removed = self.store.ack(user, ids).await?;
         let now = Instant::now();
         for written in self.lock_unacked().acked(user, ids) {
-            metrics::histogram!("envelope_router_ack_latency_seconds")
+            self.metrics
+                .ack_latency
                 .record(now.saturating_duration_since(written).as_secs_f64());
         }
-        metrics::counter!("envelope_router_acks_total").increment(removed as u64);
+        self.metrics.acks.increment(removed as u64);
         Ok(removed)
     }
 

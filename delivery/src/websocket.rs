@@ -128,8 +128,7 @@ async fn send_envelope(
     if !ephemeral {
         manager.written(user, id);
     }
-    metrics::counter!("envelope_router_envelopes_written_total", "protocol" => "websocket")
-        .increment(1);
+    manager.metrics().written_websocket.increment(1);
     Ok(())
 }
 

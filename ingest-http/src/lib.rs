@@ -22,6 +22,8 @@ pub mod state;
 pub use error::ApiError;
 pub use state::{ApiParts, AppState};
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::routing::{get, post};
 
@@ -43,7 +45,10 @@ pub fn router(state: AppState) -> Router {
         .merge(routes.clone())
         .nest("/api", routes)
         .fallback(routes::health::not_found)
-        .layer(axum::middleware::from_fn(request_metrics::record));
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(request_metrics::RequestMetrics::default()),
+            request_metrics::record,
+        ));
     let app = match cors::layer(&state.cors_origins) {
         Some(cors) => app.layer(cors),
         None => app,

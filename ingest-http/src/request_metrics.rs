@@ -1,12 +1,15 @@
 //! Counts and times every request by route and status, inside a span that carries the request's
 //! trace id (from `X-Cloud-Trace-Context` or W3C `traceparent`) for the logs.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderMap;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 /// The trace id of a request: `X-Cloud-Trace-Context: TRACE/SPAN;o=1` or
@@ -29,23 +32,87 @@ pub fn trace_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The request counters and latency histograms by route, method and status, registered on
+/// first use and then reused, so a request increments them without building their labels.
+#[derive(Default)]
+pub struct RequestMetrics {
+    routes: Mutex<HashMap<Box<str>, RouteMetrics>>,
+}
+
+/// One route's latency histogram and its counters by method and status.
+struct RouteMetrics {
+    seconds: Histogram,
+    requests: HashMap<(&'static str, u16), Counter>,
+}
+
+impl RequestMetrics {
+    /// Counts one request to `route` with `method` answered `status`, which took `seconds`.
+    fn record(&self, route: &str, method: &Method, status: StatusCode, seconds: f64) {
+        let Ok(mut routes) = self.routes.lock() else {
+            return;
+        };
+        if !routes.contains_key(route) {
+            let seconds = metrics::histogram!("envelope_router_http_request_seconds", "route" => route.to_owned());
+            routes.insert(
+                route.into(),
+                RouteMetrics {
+                    seconds,
+                    requests: HashMap::new(),
+                },
+            );
+        }
+        let Some(metrics) = routes.get_mut(route) else {
+            return;
+        };
+        metrics.seconds.record(seconds);
+        let method = method_label(method);
+        metrics
+            .requests
+            .entry((method, status.as_u16()))
+            .or_insert_with(|| {
+                metrics::counter!("envelope_router_http_requests_total", "route" => route.to_owned(), "method" => method, "status" => status.as_str().to_owned())
+            })
+            .increment(1);
+    }
+}
+
+/// The method as a label: the standard ones by name, any other as `OTHER`, so clients cannot
+/// add label values without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
 /// Records `envelope_router_http_requests_total` and `envelope_router_http_request_seconds`.
-pub async fn record(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+pub async fn record(
+    State(metrics): State<Arc<RequestMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
     let span = match trace_id(request.headers()) {
         Some(trace) => tracing::info_span!("request", %method, %route, trace_id = %trace),
         None => tracing::info_span!("request", %method, %route),
     };
     let started = Instant::now();
     let response = next.run(request).instrument(span).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("envelope_router_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
-    metrics::histogram!("envelope_router_http_request_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    metrics.record(
+        route,
+        &method,
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }

@@ -79,13 +79,9 @@ impl VerifiedTokens {
     }
 
     /// How many tokens the cache holds.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or(0)
-    }
-
-    /// Whether the cache holds no token.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

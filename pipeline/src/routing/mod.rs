@@ -2,6 +2,7 @@
 
 pub mod ingest;
 pub mod processor;
+pub mod processor_metrics;
 pub mod transformer;
 pub mod wakeup;
 

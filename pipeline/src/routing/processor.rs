@@ -19,6 +19,7 @@ use crate::ports::bus::{
 use crate::ports::delivery_channel::{DeliveryChannel, DeliveryItem};
 use crate::ports::envelope_store::{Durability, EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
 use crate::ports::presence::{PresenceStore, SessionInfo};
+use crate::routing::processor_metrics::ProcessorMetrics;
 use crate::routing::transformer::transform;
 use crate::routing::wakeup::{WakeReason, Wakeups};
 use crate::urn::UserUrn;
@@ -52,6 +53,7 @@ pub struct Processor {
     delivery: Arc<dyn DeliveryChannel>,
     wakeups: Arc<Wakeups>,
     clock: Arc<dyn Clock>,
+    metrics: ProcessorMetrics,
 }
 
 impl Processor {
@@ -69,6 +71,7 @@ impl Processor {
             delivery,
             wakeups,
             clock,
+            metrics: ProcessorMetrics::register(),
         }
     }
 
@@ -161,7 +164,7 @@ impl Processor {
                 && batch[index].1 <= 1
             {
                 debug!(message_id = %envelope.message_id, recipient = %envelope.recipient, "duplicate messageId dropped");
-                metrics::counter!("envelope_router_envelopes_total", "stage" => "processor", "outcome" => "duplicate").increment(1);
+                self.metrics.duplicate.increment(1);
                 results[index] = Some(Ok(Routed::Duplicate));
                 continue;
             }
@@ -207,20 +210,15 @@ impl Processor {
         }
         match self.presence.sessions_many(users).await {
             Ok(all) if all.len() == users.len() => {
-                for sessions in &all {
-                    let found = if sessions.is_empty() {
-                        "offline"
-                    } else {
-                        "online"
-                    };
-                    metrics::counter!("envelope_router_presence_lookups_total", "outcome" => found)
-                        .increment(1);
-                }
+                let offline = all.iter().filter(|sessions| sessions.is_empty()).count();
+                self.metrics.presence_offline.increment(offline as u64);
+                self.metrics
+                    .presence_online
+                    .increment((all.len() - offline) as u64);
                 all.into_iter().map(Ok).collect()
             }
             failed => {
-                metrics::counter!("envelope_router_presence_lookups_total", "outcome" => "error")
-                    .increment(users.len() as u64);
+                self.metrics.presence_error.increment(users.len() as u64);
                 let cause = match failed {
                     Err(err) => err.to_string(),
                     Ok(_) => "presence answered a different number of users".into(),
@@ -256,10 +254,10 @@ impl Processor {
             }
         }
         if handed > 0 {
-            metrics::counter!("envelope_router_envelopes_total", "stage" => "processor", "outcome" => "delivered").increment(1);
+            self.metrics.delivered.increment(1);
             return Routed::Delivered;
         }
-        metrics::counter!("envelope_router_envelopes_total", "stage" => "processor", "outcome" => "offline").increment(1);
+        self.metrics.offline.increment(1);
         if !envelope.ephemeral {
             self.wakeups
                 .wake_in_background(&envelope.recipient, WakeReason::Offline);
@@ -270,7 +268,7 @@ impl Processor {
     fn record_lag(&self, ingested_at_ms: Option<u64>) {
         if let Some(ingested) = ingested_at_ms {
             let lag = self.clock.now_ms().saturating_sub(ingested) as f64 / 1000.0;
-            metrics::histogram!("envelope_router_routing_lag_seconds").record(lag);
+            self.metrics.routing_lag.record(lag);
         }
     }
 
@@ -291,12 +289,13 @@ impl Processor {
                 .collect();
             self.route_batch(&messages).await
         };
+        let metrics = self.metrics.clone();
         tracker.spawn(async move {
             let results = routed.settled().await;
             let settles = batch
                 .into_iter()
                 .zip(results)
-                .map(|(received, result)| Self::settle(bus.as_ref(), received, result));
+                .map(|(received, result)| Self::settle(bus.as_ref(), &metrics, received, result));
             futures_util::future::join_all(settles).await;
             drop(permit);
         });
@@ -305,25 +304,25 @@ impl Processor {
     /// Acks, nacks or dead-letters one received message by its routing `result`.
     async fn settle(
         bus: &dyn EnvelopeBus,
+        metrics: &ProcessorMetrics,
         received: ReceivedMessage,
         result: Result<Routed, ProcessError>,
     ) {
         let settled = match result {
             Ok(_) => {
-                metrics::counter!("envelope_router_bus_total", "op" => "ack").increment(1);
+                metrics.bus_ack.increment(1);
                 received.ack().await
             }
             Err(ProcessError::Transient(cause)) => {
                 warn!(attempt = received.attempt, %cause, "routing failed; nacking for redelivery");
-                metrics::counter!("envelope_router_bus_total", "op" => "nack").increment(1);
+                metrics.bus_nack.increment(1);
                 received.nack().await
             }
             Err(ProcessError::Permanent(cause)) => {
                 warn!(%cause, "unroutable bus message; dead-lettering");
                 match bus.dead_letter(received.message.clone(), &cause).await {
                     Ok(()) => {
-                        metrics::counter!("envelope_router_bus_total", "op" => "dead_letter")
-                            .increment(1);
+                        metrics.bus_dead_letter.increment(1);
                         received.ack().await
                     }
                     Err(err) => {
