@@ -237,21 +237,33 @@ fn decode_legacy(bytes: &[u8]) -> Option<BusMessage> {
 impl EnvelopeBus for EmbeddedBus {
     async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
         let inner = &self.inner;
-        let permit = tokio::time::timeout(inner.config.publish_timeout, inner.ready_tx.reserve())
-            .await
-            .map_err(|_| BusError::Unavailable("bus is full; the processor is behind".into()))?
-            .map_err(|_| BusError::Closed)?;
+        let permit = tokio::time::timeout(
+            inner.config.publish_timeout,
+            inner.ready_tx.clone().reserve_owned(),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable("bus is full; the processor is behind".into()))?
+        .map_err(|_| BusError::Closed)?;
         let bytes = encode(&message)?;
         // Routed once written, confirmed once synced: the recipient need not wait for the
         // sender's fsync (docs/guarantees.md: "A recipient may get an envelope before its
-        // sender gets the 202").
-        let appended = inner.log.append_written(bytes).await.map_err(unavailable)?;
-        permit.send(Ready {
-            position: appended.position,
-            message,
-            attempt: 1,
+        // sender gets the 202"). The writer thread hands the message to the subscriber itself,
+        // in log order; a failed write drops the permit and the sync signal carries the error.
+        let on_written = Box::new(move |written: Result<Position, String>| {
+            if let Ok(position) = written {
+                permit.send(Ready {
+                    position,
+                    message,
+                    attempt: 1,
+                });
+            }
         });
-        appended.synced().await.map_err(unavailable)
+        let synced = inner
+            .log
+            .append(bytes, on_written)
+            .await
+            .map_err(unavailable)?;
+        synced.wait().await.map_err(unavailable)
     }
 
     async fn subscribe(&self) -> Result<Box<dyn BusSubscription>, BusError> {

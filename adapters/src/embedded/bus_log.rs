@@ -113,20 +113,21 @@ pub struct Position {
     pub segment: u64,
 }
 
+/// What the writer thread calls with a message's position once it is written (or with the
+/// write's error), before the batch's sync. It runs on the writer thread: it must not block.
+pub type OnWritten = Box<dyn FnOnce(Result<Position, String>) + Send>;
+
 enum Job {
-    /// Appends a message under the next sequence number; answers `written` with its position
-    /// once written, before the batch's sync, and `done` once synced (if `durable`).
+    /// Appends a message under the next sequence number; calls `written` with its position
+    /// once written, before the batch's sync, and answers `done` once synced (if `durable`).
     Message {
         bytes: Vec<u8>,
         durable: bool,
-        written: oneshot::Sender<Result<Position, String>>,
+        written: OnWritten,
         done: oneshot::Sender<Result<(), String>>,
     },
-    /// Appends an ack of `position` lazily; answers once written.
-    Ack {
-        position: Position,
-        done: oneshot::Sender<Result<(), String>>,
-    },
+    /// Appends an ack of `position` lazily; nobody waits for it.
+    Ack { position: Position },
     /// Appends to the dead-letter file, durably.
     DeadLetter {
         bytes: Vec<u8>,
@@ -138,18 +139,13 @@ enum Job {
     },
 }
 
-/// A message written to the log but maybe not yet synced: where it landed, and the signal of
-/// its sync.
-pub struct Appended {
-    /// Where the message landed: what its ack names.
-    pub position: Position,
-    synced: oneshot::Receiver<Result<(), String>>,
-}
+/// The signal that an appended message is on disk.
+pub struct Synced(oneshot::Receiver<Result<(), String>>);
 
-impl Appended {
+impl Synced {
     /// Waits until the message is on disk, or says why it may not be.
-    pub async fn synced(self) -> Result<(), AdapterError> {
-        self.synced
+    pub async fn wait(self) -> Result<(), AdapterError> {
+        self.0
             .await
             .map_err(|_| stopped())?
             .map_err(AdapterError::Database)
@@ -265,27 +261,37 @@ impl BusLog {
             .map_err(AdapterError::Database)
     }
 
-    /// Appends a message and returns once it is written, while its batch's `fdatasync` still
-    /// runs: the caller can hand the message on and then wait for [`Appended::synced`].
-    /// A process crash after the write keeps the message (the page cache survives it); a
-    /// machine crash before the sync may lose it.
-    pub async fn append_written(&self, bytes: Vec<u8>) -> Result<Appended, AdapterError> {
+    /// Queues a message for appending and returns the signal of its sync. The writer thread
+    /// calls `on_written` with the message's position once it is written, while its batch's
+    /// `fdatasync` still runs, so the caller can hand the message on from there without a
+    /// thread hop back. A process crash after the write keeps the message (the page cache
+    /// survives it); a machine crash before the sync may lose it.
+    pub async fn append(
+        &self,
+        bytes: Vec<u8>,
+        on_written: OnWritten,
+    ) -> Result<Synced, AdapterError> {
         let (done, synced) = oneshot::channel();
-        let position = self
-            .call(|written| Job::Message {
+        self.jobs
+            .send(Job::Message {
                 bytes,
                 durable: true,
-                written,
+                written: on_written,
                 done,
             })
-            .await?;
-        Ok(Appended { position, synced })
+            .await
+            .map_err(|_| stopped())?;
+        Ok(Synced(synced))
     }
 
-    /// Records that the message at `position` is done. Lazy: a crash may lose it (the message
-    /// is then redelivered), unless its segment was already deleted.
+    /// Queues an ack of the message at `position` and returns without waiting for it: the
+    /// writer applies it in order with every job queued before and after it. Lazy: a crash
+    /// may lose it (the message is then redelivered), unless its segment was already deleted.
     pub async fn ack(&self, position: Position) -> Result<(), AdapterError> {
-        self.call(|done| Job::Ack { position, done }).await
+        self.jobs
+            .send(Job::Ack { position })
+            .await
+            .map_err(|_| stopped())
     }
 
     /// Appends `bytes` to the dead-letter file and returns once it is on disk.
@@ -488,9 +494,9 @@ impl Writer {
                     positions.push((written, Position { seq, segment }));
                     answers.push(Answer::Synced(done));
                 }
-                Job::Ack { position, done } => {
+                Job::Ack { position } => {
                     segment_bytes.extend_from_slice(&record(KIND_ACK, position.seq, &[]));
-                    acked.push((position.segment, done));
+                    acked.push(position.segment);
                 }
                 Job::DeadLetter { bytes, done } => {
                     let seq = self.take_seq();
@@ -514,21 +520,17 @@ impl Writer {
         {
             error!(%cause, "bus log write failed");
         }
-        // Count what is now in the segment, and settle acks, before answering: once `ack`
-        // returns, a fully acked segment is gone. A message counts from its write on, since
-        // its caller may hand it on even if the sync then fails.
+        // Count what is now in the segment, and settle acks, before handing messages on: an
+        // ack of a message handed on here comes in a later batch. A message counts from its
+        // write on, since its caller may hand it on even if the sync then fails.
         if written.is_ok() {
             *self.live.entry(segment).or_default() += appended;
-            for (segment, _) in &acked {
-                self.settle(*segment);
+            for segment in acked {
+                self.settle(segment);
             }
         }
-        // Acks are lazy: their callers hear once the ack is written, without its sync.
-        for (_, caller) in acked {
-            let _ = caller.send(written.clone());
-        }
-        for (caller, position) in positions {
-            let _ = caller.send(written.clone().map(|()| position));
+        for (on_written, position) in positions {
+            on_written(written.clone().map(|()| position));
         }
         WrittenBatch {
             segment,
@@ -742,7 +744,9 @@ mod tests {
         let job = Job::Message {
             bytes: bytes.to_vec(),
             durable: true,
-            written,
+            written: Box::new(move |at| {
+                let _ = written.send(at);
+            }),
             done,
         };
         Sent {
@@ -895,10 +899,20 @@ mod tests {
 
     /// Appends `bytes` through `log` and returns its position once it is on disk.
     async fn append(log: &BusLog, bytes: &[u8]) -> Result<Position, AdapterError> {
-        let appended = log.append_written(bytes.to_vec()).await?;
-        let position = appended.position;
-        appended.synced().await?;
-        Ok(position)
+        let (written, position) = oneshot::channel();
+        let synced = log
+            .append(
+                bytes.to_vec(),
+                Box::new(move |at| {
+                    let _ = written.send(at);
+                }),
+            )
+            .await?;
+        synced.wait().await?;
+        position
+            .await
+            .map_err(|_| stopped())?
+            .map_err(AdapterError::Database)
     }
 
     #[tokio::test]
@@ -928,6 +942,8 @@ mod tests {
         })
         .await
         .unwrap();
+        // A flush is answered after every job queued before it.
+        log.flush().await.unwrap();
         assert!(!old_segment.exists(), "a fully acked segment is deleted");
         log.ack(c).await.unwrap();
         log.dead_letter(b"bad".to_vec()).await.unwrap();
