@@ -4,6 +4,7 @@
 //! are checked to be base64 and carried along; they are never inspected, logged or printed
 //! (`Debug` shows their sizes only).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine;
@@ -105,25 +106,67 @@ pub struct Envelope {
 }
 
 /// The JSON shape on the wire. Unknown fields are ignored; proto field names are accepted too.
+/// Strings borrow from the body unless they hold escapes.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WireIn {
-    #[serde(default, alias = "message_id")]
-    message_id: Option<String>,
-    #[serde(default, alias = "recipient_id")]
-    recipient_id: Option<String>,
-    #[serde(default, alias = "sender_id")]
-    sender_id: Option<String>,
-    #[serde(default, alias = "encrypted_data")]
-    encrypted_data: Option<String>,
-    #[serde(default, alias = "encrypted_symmetric_key")]
-    encrypted_symmetric_key: Option<String>,
-    #[serde(default)]
-    signature: Option<String>,
+struct WireIn<'a> {
+    #[serde(default, borrow, alias = "message_id")]
+    message_id: Option<WireStr<'a>>,
+    #[serde(default, borrow, alias = "recipient_id")]
+    recipient_id: Option<WireStr<'a>>,
+    #[serde(default, borrow, alias = "sender_id")]
+    sender_id: Option<WireStr<'a>>,
+    #[serde(default, borrow, alias = "encrypted_data")]
+    encrypted_data: Option<WireStr<'a>>,
+    #[serde(default, borrow, alias = "encrypted_symmetric_key")]
+    encrypted_symmetric_key: Option<WireStr<'a>>,
+    #[serde(default, borrow)]
+    signature: Option<WireStr<'a>>,
     #[serde(default, alias = "is_ephemeral")]
     is_ephemeral: Option<bool>,
     #[serde(default)]
     priority: Option<WirePriority>,
+}
+
+/// A string field of the wire JSON: borrowed from the body, or owned when it holds escapes.
+/// (serde borrows a bare `Cow<str>` field, but not one inside an `Option`.)
+struct WireStr<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for WireStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = WireStr<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(WireStr(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// ProtoJSON writes int32 as a number but accepts a numeric string too.
