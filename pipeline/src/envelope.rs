@@ -7,28 +7,13 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::IdGenerator;
 use crate::error::EnvelopeError;
 use crate::message_id::MessageId;
+use crate::opaque::Opaque;
 use crate::urn::UserUrn;
-
-/// Standard alphabet, padding optional (ProtoJSON parsers accept both).
-const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// URL-safe alphabet, padding optional (ProtoJSON parsers accept it too).
-const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// Delivery priority, 0–9. Five and above is the express lane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,11 +58,11 @@ pub struct EnvelopeDraft {
     /// Who claims to send it; `None` is sealed sender.
     pub sender: Option<UserUrn>,
     /// Opaque ciphertext, never empty.
-    pub encrypted_data: Bytes,
+    pub encrypted_data: Opaque,
     /// Opaque wrapped key.
-    pub encrypted_symmetric_key: Option<Bytes>,
+    pub encrypted_symmetric_key: Option<Opaque>,
     /// Opaque signature.
-    pub signature: Option<Bytes>,
+    pub signature: Option<Opaque>,
     /// Delivered to live sessions only: never stored, never pushed.
     pub ephemeral: bool,
     /// Lane and priority.
@@ -94,11 +79,11 @@ pub struct Envelope {
     /// Who claims to send it; `None` is sealed sender.
     pub sender: Option<UserUrn>,
     /// Opaque ciphertext, never empty.
-    pub encrypted_data: Bytes,
+    pub encrypted_data: Opaque,
     /// Opaque wrapped key.
-    pub encrypted_symmetric_key: Option<Bytes>,
+    pub encrypted_symmetric_key: Option<Opaque>,
     /// Opaque signature.
-    pub signature: Option<Bytes>,
+    pub signature: Option<Opaque>,
     /// Delivered to live sessions only: never stored, never pushed.
     pub ephemeral: bool,
     /// Lane and priority.
@@ -185,11 +170,11 @@ struct WireOut<'a> {
     recipient_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     sender_id: Option<&'a str>,
-    encrypted_data: String,
+    encrypted_data: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    encrypted_symmetric_key: Option<String>,
+    encrypted_symmetric_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    signature: Option<String>,
+    signature: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     is_ephemeral: bool,
     #[serde(skip_serializing_if = "is_zero")]
@@ -200,20 +185,12 @@ fn is_zero(value: &u8) -> bool {
     *value == 0
 }
 
-/// Decodes ProtoJSON bytes: standard or URL-safe alphabet, padded or not.
-fn decode_base64(field: &'static str, text: &str) -> Result<Bytes, EnvelopeError> {
-    STANDARD_LENIENT
-        .decode(text)
-        .or_else(|_| URL_SAFE_LENIENT.decode(text))
-        .map(Bytes::from)
-        .map_err(|_| EnvelopeError::InvalidField {
-            field,
-            reason: "not valid base64".into(),
-        })
-}
-
-fn encode_base64(bytes: &[u8]) -> String {
-    general_purpose::STANDARD.encode(bytes)
+/// Checks a ProtoJSON bytes field (standard or URL-safe alphabet, padded or not).
+fn opaque(field: &'static str, text: &str) -> Result<Opaque, EnvelopeError> {
+    Opaque::from_base64(text).map_err(|_| EnvelopeError::InvalidField {
+        field,
+        reason: "not valid base64".into(),
+    })
 }
 
 impl EnvelopeDraft {
@@ -247,18 +224,18 @@ impl EnvelopeDraft {
         };
         let encrypted_data = match wire.encrypted_data.as_deref() {
             None | Some("") => return Err(EnvelopeError::MissingField("encryptedData")),
-            Some(text) => decode_base64("encryptedData", text)?,
+            Some(text) => opaque("encryptedData", text)?,
         };
         if encrypted_data.is_empty() {
             return Err(EnvelopeError::MissingField("encryptedData"));
         }
         let encrypted_symmetric_key = match wire.encrypted_symmetric_key.as_deref() {
             None | Some("") => None,
-            Some(text) => Some(decode_base64("encryptedSymmetricKey", text)?),
+            Some(text) => Some(opaque("encryptedSymmetricKey", text)?),
         };
         let signature = match wire.signature.as_deref() {
             None | Some("") => None,
-            Some(text) => Some(decode_base64("signature", text)?),
+            Some(text) => Some(opaque("signature", text)?),
         };
         let message_id = match wire.message_id.as_deref() {
             None | Some("") => None,
@@ -327,9 +304,9 @@ impl Envelope {
             message_id: self.message_id.as_str(),
             recipient_id: self.recipient.as_str(),
             sender_id: self.sender.as_ref().map(UserUrn::as_str),
-            encrypted_data: encode_base64(&self.encrypted_data),
-            encrypted_symmetric_key: self.encrypted_symmetric_key.as_deref().map(encode_base64),
-            signature: self.signature.as_deref().map(encode_base64),
+            encrypted_data: self.encrypted_data.as_base64(),
+            encrypted_symmetric_key: self.encrypted_symmetric_key.as_ref().map(Opaque::as_base64),
+            signature: self.signature.as_ref().map(Opaque::as_base64),
             is_ephemeral: self.ephemeral,
             priority: self.priority.value(),
         };
@@ -378,7 +355,7 @@ mod tests {
     fn minimal_envelope_gets_defaults() {
         let draft = parse(r#"{"recipientId":"bob","encryptedData":"aGk="}"#).unwrap();
         assert_eq!(draft.recipient.as_str(), "urn:sm:user:bob");
-        assert_eq!(&draft.encrypted_data[..], b"hi");
+        assert_eq!(draft.encrypted_data.to_bytes(), b"hi");
         assert_eq!(draft.priority.value(), 0);
         assert!(!draft.ephemeral && draft.sender.is_none() && draft.message_id.is_none());
     }
@@ -390,13 +367,13 @@ mod tests {
         )
         .unwrap();
         assert!(draft.priority.is_express());
-        assert_eq!(&draft.encrypted_data[..], b"hi");
+        assert_eq!(draft.encrypted_data.to_bytes(), b"hi");
     }
 
     #[test]
     fn url_safe_base64_is_accepted() {
         let draft = parse(r#"{"recipientId":"b","encryptedData":"-_8"}"#).unwrap();
-        assert_eq!(&draft.encrypted_data[..], &[0xfb, 0xff]);
+        assert_eq!(draft.encrypted_data.to_bytes(), [0xfb, 0xff]);
     }
 
     #[test]
@@ -485,8 +462,8 @@ mod tests {
                 message_id: MessageId::parse(&id).unwrap(),
                 recipient: UserUrn::parse(&user).unwrap(),
                 sender: None,
-                encrypted_data: Bytes::from(data),
-                encrypted_symmetric_key: key.map(Bytes::from),
+                encrypted_data: Opaque::from_bytes(&data),
+                encrypted_symmetric_key: key.as_deref().map(Opaque::from_bytes),
                 signature: None,
                 ephemeral,
                 priority: Priority::new(i64::from(priority)).unwrap(),

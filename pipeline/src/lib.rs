@@ -3,6 +3,7 @@
 //! # Layout
 //! * [`urn`], [`message_id`], [`instance_id`], [`session_id`], [`device`]: ids, parsed once at the edge.
 //! * [`envelope`]: the SecureEnvelope contract (ProtoJSON, camelCase, base64 bytes) and its validation.
+//! * [`opaque`]: the envelope's opaque bytes, carried as canonical base64 text, never decoded.
 //! * [`ports`]: one trait per backend role (bus, presence, envelope store, device tokens, push,
 //!   delivery channel, rate limits); adapters implement them.
 //! * [`routing`]: transformer → processor, the store-first routing shared by every mode, and wake-ups.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod health;
 pub mod instance_id;
 pub mod message_id;
+pub mod opaque;
 pub mod ports;
 pub mod routing;
 pub mod session_id;
@@ -33,5 +35,6 @@ pub use device::{DeviceRegistration, DeviceToken, Platform};
 pub use envelope::{Envelope, EnvelopeDraft, Priority};
 pub use instance_id::InstanceId;
 pub use message_id::MessageId;
+pub use opaque::Opaque;
 pub use session_id::SessionId;
 pub use urn::UserUrn;
