@@ -52,8 +52,9 @@ pub struct GlobalArgs {
     pub data_dir: PathBuf,
     /// Longest the embedded store keeps applied queue writes before committing them (one
     /// commit, one fsync, for everything applied meanwhile). Envelopes are delivered at once;
-    /// their bus messages are acked after the commit, so a crash redelivers, never loses.
-    #[arg(long, env = "EMBEDDED_COMMIT_INTERVAL", value_parser = duration, default_value = "20ms", global = true)]
+    /// their bus messages are acked after the commit, so a crash redelivers, never loses. An
+    /// envelope acked by its client before the commit never reaches the queue tables.
+    #[arg(long, env = "EMBEDDED_COMMIT_INTERVAL", value_parser = duration, default_value = "50ms", global = true)]
     pub embedded_commit_interval: Duration,
     /// HS256 secret for JWTs. Unset (and no JWT_JWKS_URL): a dev secret is created in DATA_DIR.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
@@ -520,10 +521,10 @@ mod tests {
     }
 
     #[test]
-    fn the_commit_interval_defaults_to_20ms_and_takes_durations() {
+    fn the_commit_interval_defaults_to_50ms_and_takes_durations() {
         assert_eq!(
             commit_interval(&["envelope-router", "serve"]).ok(),
-            Some(std::time::Duration::from_millis(20))
+            Some(std::time::Duration::from_millis(50))
         );
         assert_eq!(
             commit_interval(&[
