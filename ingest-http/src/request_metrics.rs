@@ -116,3 +116,18 @@ pub async fn record(
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_keep_their_name_and_any_other_is_other() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::GET), "GET");
+        for custom in ["PROPFIND", "X-ANYTHING", "get"] {
+            let method = Method::from_bytes(custom.as_bytes()).expect("a valid method token");
+            assert_eq!(method_label(&method), "OTHER", "{custom}");
+        }
+    }
+}
