@@ -156,6 +156,10 @@ pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
                 let body = send_body(to, &id, &data);
                 if connection.is_none() {
                     connection = SendConnection::open(&addr).await.ok();
+                    if connection.is_none() {
+                        // Counted as a failed send below; do not spin on a refused connect.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
                 let status = match connection.as_mut() {
                     Some(open) => open.post(&addr, &authorization, body).await,

@@ -93,11 +93,12 @@ impl Authenticator {
     /// A token verified less than a minute ago is answered from a cache, until its `exp`.
     pub async fn verify(&self, token: &str) -> Result<UserUrn, ApiError> {
         let now = Instant::now();
+        // A clock before 1970 cannot say whether a cached token expired: verify afresh.
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if let Some(user) = self.verified.get(token, now, now_unix) {
+            .ok();
+        if let Some(user) = now_unix.and_then(|unix| self.verified.get(token, now, unix)) {
             return Ok(user);
         }
         let (user, exp) = self.verify_signed(token).await?;
