@@ -186,7 +186,10 @@ impl Server {
         let addr = match addr {
             Ok(addr) => addr,
             Err(err) => {
+                // A server that never listened leaves nothing behind: no Server drops it.
                 let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&data_dir);
                 return Err(err);
             }
         };
