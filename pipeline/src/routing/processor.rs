@@ -53,7 +53,7 @@ pub struct Processor {
     delivery: Arc<dyn DeliveryChannel>,
     wakeups: Arc<Wakeups>,
     clock: Arc<dyn Clock>,
-    metrics: ProcessorMetrics,
+    metrics: Arc<ProcessorMetrics>,
 }
 
 impl Processor {
@@ -71,7 +71,7 @@ impl Processor {
             delivery,
             wakeups,
             clock,
-            metrics: ProcessorMetrics::register(),
+            metrics: Arc::new(ProcessorMetrics::register()),
         }
     }
 

@@ -4,7 +4,6 @@
 use metrics::{Counter, Histogram, counter, histogram};
 
 /// Handles of every metric the processor records per envelope.
-#[derive(Clone)]
 pub struct ProcessorMetrics {
     /// `envelope_router_envelopes_total{stage="processor",outcome="delivered"}`.
     pub delivered: Counter,
