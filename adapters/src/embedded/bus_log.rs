@@ -737,6 +737,13 @@ mod tests {
         synced: oneshot::Receiver<Result<(), String>>,
     }
 
+    /// A hand-off that passes the written message's position to `position`.
+    fn tell(position: oneshot::Sender<Result<Position, String>>) -> OnWritten {
+        Box::new(move |at| {
+            let _ = position.send(at);
+        })
+    }
+
     /// A message job for `bytes`.
     fn message(bytes: &[u8]) -> Sent {
         let (written, position) = oneshot::channel();
@@ -744,9 +751,7 @@ mod tests {
         let job = Job::Message {
             bytes: bytes.to_vec(),
             durable: true,
-            written: Box::new(move |at| {
-                let _ = written.send(at);
-            }),
+            written: tell(written),
             done,
         };
         Sent {
@@ -900,14 +905,7 @@ mod tests {
     /// Appends `bytes` through `log` and returns its position once it is on disk.
     async fn append(log: &BusLog, bytes: &[u8]) -> Result<Position, AdapterError> {
         let (written, position) = oneshot::channel();
-        let synced = log
-            .append(
-                bytes.to_vec(),
-                Box::new(move |at| {
-                    let _ = written.send(at);
-                }),
-            )
-            .await?;
+        let synced = log.append(bytes.to_vec(), tell(written)).await?;
         synced.wait().await?;
         position
             .await
