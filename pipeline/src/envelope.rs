@@ -371,6 +371,18 @@ mod tests {
     }
 
     #[test]
+    fn escaped_strings_read_like_plain_ones() {
+        // Escapes cannot be borrowed from the body: these fields take the owned path.
+        let plain =
+            parse(r#"{"recipientId":"bob","messageId":"m-1","encryptedData":"aGk="}"#).unwrap();
+        let escaped = parse(
+            r#"{"recipientId":"b\u006fb","messageId":"m\u002d1","encryptedData":"aGk\u003d"}"#,
+        )
+        .unwrap();
+        assert_eq!(escaped, plain);
+    }
+
+    #[test]
     fn url_safe_base64_is_accepted() {
         let draft = parse(r#"{"recipientId":"b","encryptedData":"-_8"}"#).unwrap();
         assert_eq!(draft.encrypted_data.to_bytes(), [0xfb, 0xff]);

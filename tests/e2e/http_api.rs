@@ -136,6 +136,14 @@ async fn health_readiness_and_metrics() -> Result<()> {
     let live = server.send_ok(&token(&alice), &envelope(&carol)).await?;
     assert_eq!(session.envelope().await?.0, live);
     session.ack(std::slice::from_ref(&live)).await?;
+    // A method outside the standard nine is counted under one label value, whatever it is.
+    for custom in ["PROPFIND", "X-ANYTHING"] {
+        let answer = server
+            .request(Method::from_bytes(custom.as_bytes())?, "/send")
+            .send()
+            .await?;
+        assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED, "{custom}");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let metrics = server.request(Method::GET, "/metrics").send().await?;
     assert!(
@@ -166,6 +174,7 @@ async fn health_readiness_and_metrics() -> Result<()> {
         r#"envelope_router_envelopes_total{stage="processor",outcome="delivered"} 1"#,
         r#"envelope_router_bus_total{op="ack"} 2"#,
         r#"envelope_router_http_requests_total{route="/send",method="POST",status="202"} 2"#,
+        r#"envelope_router_http_requests_total{route="/send",method="OTHER",status="405"} 2"#,
         r#"envelope_router_presence_lookups_total{outcome="offline"} 1"#,
         r#"envelope_router_presence_lookups_total{outcome="online"} 1"#,
         r#"envelope_router_live_sessions{protocol="websocket"} 1"#,
@@ -176,6 +185,12 @@ async fn health_readiness_and_metrics() -> Result<()> {
         "envelope_router_backlog_envelopes_count 1",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    for custom in ["PROPFIND", "X-ANYTHING"] {
+        assert!(
+            !text.contains(custom),
+            "{custom} became a label value:\n{text}"
+        );
     }
     if backend_profile()?.is_empty() {
         // The embedded store's dedupe window holds both ids (one acked, one queued).
