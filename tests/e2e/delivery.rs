@@ -1,9 +1,10 @@
 //! Live delivery, backlog, acks, ordering, dedupe, ephemeral envelopes.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use serde_json::json;
 
 use reqwest::{Method, StatusCode};
@@ -112,6 +113,39 @@ async fn a_worker_keeps_routing_while_many_small_batches_wait_for_their_commit()
         // Each is routed alone: the next is sent only once this one is delivered.
         received.push(session.envelope().await?.0);
     }
+    assert_eq!(received, sent);
+    Ok(())
+}
+
+/// A single worker may hold as many routed envelopes waiting for their commit as all the
+/// default workers together: well over one shard's share (512) is delivered before any commit.
+#[tokio::test]
+async fn a_single_worker_routes_beyond_one_shards_share_before_the_commit() -> Result<()> {
+    const COUNT: usize = 600;
+    let server = Server::start(&[
+        ("EMBEDDED_COMMIT_INTERVAL", "1h"),
+        ("HEALTH_INTERVAL", "1h"),
+        ("PROCESSOR_CONCURRENCY", "1"),
+        ("RATE_LIMIT_SENDER_BURST", "10000"),
+        ("RATE_LIMIT_PAIR_BURST", "10000"),
+    ])
+    .await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut session = server.connect(&token(&bob)).await?;
+    let (alice_token, body) = (token(&alice), envelope(&bob));
+    let sending = futures_util::stream::iter(0..COUNT)
+        .map(|_| server.send_ok(&alice_token, &body))
+        .buffer_unordered(16)
+        .try_collect::<HashSet<String>>();
+    let receiving = async {
+        let mut received = HashSet::new();
+        while received.len() < COUNT {
+            received.insert(session.envelope().await?.0);
+        }
+        anyhow::Ok(received)
+    };
+    let (sent, received) = tokio::try_join!(sending, receiving)?;
+    assert_eq!(sent.len(), COUNT);
     assert_eq!(received, sent);
     Ok(())
 }

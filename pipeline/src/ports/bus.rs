@@ -48,6 +48,9 @@ pub trait EnvelopeBus: Send + Sync + 'static {
 #[async_trait]
 pub trait BusSubscription: Send {
     /// The next message; `None` once the subscription is closed.
+    ///
+    /// Must be cancel-safe: the processor may drop a pending call (and poll it once to take
+    /// what is already waiting), and nothing may be lost by that.
     async fn next(&mut self) -> Option<ReceivedMessage>;
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::hash::{Hash, Hasher};
 use thiserror::Error;
 
-use tokio::sync::{Semaphore, mpsc};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
@@ -272,35 +274,6 @@ impl Processor {
         }
     }
 
-    /// Routes `batch`, then (in a task of `tracker`, holding `permit` so a shard has only so
-    /// many messages unsettled) waits for the store's durability and settles each message by
-    /// its outcome, the acks all at once.
-    async fn handle_batch(
-        &self,
-        bus: Arc<dyn EnvelopeBus>,
-        batch: Vec<ReceivedMessage>,
-        tracker: &TaskTracker,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
-        let routed = {
-            let messages: Vec<(&BusMessage, u32)> = batch
-                .iter()
-                .map(|received| (&received.message, received.attempt))
-                .collect();
-            self.route_batch(&messages).await
-        };
-        let metrics = self.metrics.clone();
-        tracker.spawn(async move {
-            let results = routed.settled().await;
-            let settles = batch
-                .into_iter()
-                .zip(results)
-                .map(|(received, result)| Self::settle(bus.as_ref(), &metrics, received, result));
-            futures_util::future::join_all(settles).await;
-            drop(permit);
-        });
-    }
-
     /// Acks, nacks or dead-letters one received message by its routing `result`.
     async fn settle(
         bus: &dyn EnvelopeBus,
@@ -340,9 +313,11 @@ impl Processor {
     /// Consumes `subscription` until `shutdown` with `concurrency` workers, then lets the
     /// envelopes already handed to workers finish.
     ///
-    /// Messages are sharded by recipient: one worker routes all of a recipient's envelopes in
-    /// bus order, so they are stored (and delivered) in the order they were accepted, while
-    /// different recipients are routed in parallel.
+    /// With one worker, the consuming task routes what it takes itself: every message waiting
+    /// on the bus (up to [`WORKER_BATCH`]) as one batch, in bus order. With more, messages are
+    /// sharded by recipient: one worker routes all of a recipient's envelopes in bus order, so
+    /// they are stored (and delivered) in the order they were accepted, while different
+    /// recipients are routed in parallel.
     pub async fn run(
         self: Arc<Self>,
         bus: Arc<dyn EnvelopeBus>,
@@ -350,27 +325,25 @@ impl Processor {
         concurrency: usize,
         shutdown: CancellationToken,
     ) {
+        let workers = concurrency.max(1);
+        let worker = Worker {
+            processor: self,
+            bus,
+            unsettled_bound: (UNSETTLED_MESSAGES / workers).max(MIN_UNSETTLED_PER_WORKER),
+        };
+        if workers == 1 {
+            let source = BatchSource::Subscription {
+                subscription,
+                shutdown,
+            };
+            worker.run(source).await;
+            return;
+        }
         let tracker = TaskTracker::new();
-        let mut shards = Vec::with_capacity(concurrency.max(1));
-        for _ in 0..concurrency.max(1) {
-            let (sender, mut receiver) = mpsc::channel::<ReceivedMessage>(SHARD_QUEUE);
-            let processor = self.clone();
-            let bus = bus.clone();
-            let settles = tracker.clone();
-            tracker.spawn(async move {
-                let unsettled = Arc::new(Semaphore::new(UNSETTLED_MESSAGES));
-                let mut batch = Vec::with_capacity(SHARD_BATCH);
-                while receiver.recv_many(&mut batch, SHARD_BATCH).await > 0 {
-                    // At most SHARD_BATCH messages, so always within UNSETTLED_MESSAGES.
-                    let needed = batch.len().min(UNSETTLED_MESSAGES) as u32;
-                    let Ok(permit) = unsettled.clone().acquire_many_owned(needed).await else {
-                        break;
-                    };
-                    processor
-                        .handle_batch(bus.clone(), std::mem::take(&mut batch), &settles, permit)
-                        .await;
-                }
-            });
+        let mut shards = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (sender, receiver) = mpsc::channel::<ReceivedMessage>(SHARD_QUEUE);
+            tracker.spawn(worker.clone().run(BatchSource::Shard(receiver)));
             shards.push(sender);
         }
         loop {
@@ -393,17 +366,129 @@ impl Processor {
     }
 }
 
-/// Messages a worker holds before the consumer waits for it (backpressure to the bus).
+/// Messages a shard holds before the consumer waits for it (backpressure to the bus).
 const SHARD_QUEUE: usize = 64;
 
 /// Most messages a worker routes together (one store write, one presence lookup).
-const SHARD_BATCH: usize = 64;
+const WORKER_BATCH: usize = 64;
 
-/// Routed messages of one worker that may wait for their store's durability at once (eight
-/// full batches). Counted in messages, not batches: under light load a worker routes many
-/// batches of one or two messages per commit interval, and a count of batches would stop it
-/// until the next commit.
-const UNSETTLED_MESSAGES: usize = 8 * SHARD_BATCH;
+/// Routed messages of all workers together that may wait for their store's durability at
+/// once. Counted in messages, not batches: under light load a worker routes many batches of
+/// one or two messages per commit interval, and a count of batches would stop it until the
+/// next commit.
+const UNSETTLED_MESSAGES: usize = 64 * MIN_UNSETTLED_PER_WORKER;
+
+/// The least a worker may have waiting for durability: eight full batches.
+const MIN_UNSETTLED_PER_WORKER: usize = 8 * WORKER_BATCH;
+
+/// Where a worker takes its batches from.
+enum BatchSource {
+    /// Its shard of the consumer's messages.
+    Shard(mpsc::Receiver<ReceivedMessage>),
+    /// The bus subscription itself (a single worker), until `shutdown`.
+    Subscription {
+        subscription: Box<dyn BusSubscription>,
+        shutdown: CancellationToken,
+    },
+}
+
+impl BatchSource {
+    /// Moves the messages waiting (at least one, at most [`WORKER_BATCH`]) into `batch`;
+    /// false once none will come. Cancel-safe: a cancelled call has taken nothing.
+    async fn fill(&mut self, batch: &mut Vec<ReceivedMessage>) -> bool {
+        match self {
+            Self::Shard(receiver) => receiver.recv_many(batch, WORKER_BATCH).await > 0,
+            Self::Subscription {
+                subscription,
+                shutdown,
+            } => {
+                let first = tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    received = subscription.next() => received,
+                };
+                let Some(first) = first else {
+                    return false;
+                };
+                batch.push(first);
+                // `next` is cancel-safe, so polling it once and dropping it takes nothing.
+                while batch.len() < WORKER_BATCH {
+                    match subscription.next().now_or_never() {
+                        Some(Some(received)) => batch.push(received),
+                        _ => break,
+                    }
+                }
+                true
+            }
+        }
+    }
+}
+
+/// One routing worker: routes its batches in order, and settles each (acks, nacks) on its own
+/// task once what the batch stored is durable, while it goes on routing.
+#[derive(Clone)]
+struct Worker {
+    processor: Arc<Processor>,
+    bus: Arc<dyn EnvelopeBus>,
+    /// Most routed messages waiting for durability before the worker takes no more.
+    unsettled_bound: usize,
+}
+
+impl Worker {
+    /// Routes what `source` gives until it ends, then settles what is left.
+    async fn run(self, mut source: BatchSource) {
+        let mut settling = FuturesUnordered::new();
+        let mut unsettled = 0usize;
+        let mut batch = Vec::with_capacity(WORKER_BATCH);
+        loop {
+            // Never both branches off: a message unsettled is a batch still settling.
+            tokio::select! {
+                biased;
+                Some(settled) = settling.next(), if !settling.is_empty() => {
+                    unsettled -= settled;
+                }
+                more = source.fill(&mut batch), if unsettled < self.unsettled_bound => {
+                    if !more {
+                        break;
+                    }
+                    unsettled += batch.len();
+                    let batch = std::mem::take(&mut batch);
+                    let routed = {
+                        let messages: Vec<(&BusMessage, u32)> = batch
+                            .iter()
+                            .map(|received| (&received.message, received.attempt))
+                            .collect();
+                        self.processor.route_batch(&messages).await
+                    };
+                    settling.push(settle_batch(
+                        self.bus.clone(),
+                        self.processor.metrics.clone(),
+                        batch,
+                        routed,
+                    ));
+                }
+            }
+        }
+        while settling.next().await.is_some() {}
+    }
+}
+
+/// Waits until `routed` is settled, then acks, nacks or dead-letters each message of `batch`
+/// by its result, all at once; returns how many messages it settled.
+async fn settle_batch(
+    bus: Arc<dyn EnvelopeBus>,
+    metrics: Arc<ProcessorMetrics>,
+    batch: Vec<ReceivedMessage>,
+    routed: RoutedBatch,
+) -> usize {
+    let count = batch.len();
+    let results = routed.settled().await;
+    let settles = batch
+        .into_iter()
+        .zip(results)
+        .map(|(received, result)| Processor::settle(bus.as_ref(), &metrics, received, result));
+    futures_util::future::join_all(settles).await;
+    count
+}
 
 /// A routed batch: its results, and the durability of what it stored, which they wait for.
 pub struct RoutedBatch {
