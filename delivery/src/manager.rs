@@ -1,12 +1,14 @@
 //! The connection manager: this instance's live sessions and its side of presence.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use pipeline::clock::Clock;
 use pipeline::error::{DeliveryError, PresenceError, StoreError};
-use pipeline::ports::delivery_channel::{DeliveryChannel, DeliveryItem, DeliveryReceiver};
+use pipeline::ports::delivery_channel::{
+    DeliveryChannel, DeliveryItem, DeliveryReceiver, DeliverySink,
+};
 use pipeline::ports::envelope_store::EnvelopeStore;
 use pipeline::ports::presence::{PresenceStore, Protocol, SessionInfo};
 use pipeline::routing::{WakeReason, Wakeups};
@@ -150,20 +152,34 @@ impl ConnectionManager {
     }
 
     /// Announces the instance alive and opens its delivery channel; call before accepting.
-    pub async fn start(&self) -> Result<DeliveryReceiver, StartError> {
+    ///
+    /// Where the channel can hand items over directly (in-process), the publisher's task
+    /// dispatches them to the sessions itself and there is no receiver to consume (`None`).
+    pub async fn start(self: &Arc<Self>) -> Result<Option<DeliveryReceiver>, StartError> {
         self.presence
             .instance_alive(&self.instance, self.config.instance_ttl)
             .await?;
-        Ok(self
-            .channel
-            .subscribe(&self.instance, self.config.channel_capacity)
-            .await?)
+        let sink: Weak<dyn DeliverySink> = Arc::downgrade(self) as Weak<dyn DeliverySink>;
+        if self.channel.attach(&self.instance, sink) {
+            debug!(instance = %self.instance, "delivery items are dispatched on the publisher's task");
+            return Ok(None);
+        }
+        Ok(Some(
+            self.channel
+                .subscribe(&self.instance, self.config.channel_capacity)
+                .await?,
+        ))
     }
 
-    /// Runs the instance's background work until `shutdown`: the delivery channel consumer,
-    /// the liveness beat and the unacked sweeper. Then closes every session with
-    /// [`CloseReason::Restart`] and removes the instance from presence.
-    pub async fn run(self: Arc<Self>, mut receiver: DeliveryReceiver, shutdown: CancellationToken) {
+    /// Runs the instance's background work until `shutdown`: the delivery channel consumer
+    /// (given the `receiver` that [`ConnectionManager::start`] opened), the liveness beat and
+    /// the unacked sweeper. Then closes every session with [`CloseReason::Restart`] and
+    /// removes the instance from presence.
+    pub async fn run(
+        self: Arc<Self>,
+        mut receiver: Option<DeliveryReceiver>,
+        shutdown: CancellationToken,
+    ) {
         let mut beat = tokio::time::interval(self.config.instance_beat);
         let mut sweep = tokio::time::interval(Duration::from_secs(1).min(self.config.ack_timeout));
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -171,7 +187,7 @@ impl ConnectionManager {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                item = receiver.recv() => match item {
+                item = next_item(&mut receiver), if receiver.is_some() => match item {
                     Some(item) => self.dispatch(item),
                     None => break,
                 },
@@ -403,6 +419,17 @@ impl ConnectionManager {
             Err(err) => warn!(cause = %err, "queue depth check failed"),
         }
     }
+}
+
+impl DeliverySink for ConnectionManager {
+    fn deliver(&self, item: DeliveryItem) {
+        self.dispatch(item);
+    }
+}
+
+/// The next item of `receiver`; `None` once it is closed (or there is none).
+async fn next_item(receiver: &mut Option<DeliveryReceiver>) -> Option<DeliveryItem> {
+    receiver.as_mut()?.recv().await
 }
 
 fn close_session(session: &LocalSession, reason: CloseReason) {

@@ -1,7 +1,7 @@
 //! Per-instance delivery channels: the processor hands an envelope to the instance holding a
 //! recipient's live session; that instance writes it to the session.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -26,6 +26,13 @@ pub struct DeliveryItem {
     pub ingested_at_ms: Option<u64>,
 }
 
+/// An instance's own handling of its items, for a channel that can hand them over directly:
+/// on the publisher's task, instead of through the instance's [`DeliveryReceiver`].
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Writes `item` to the instance's sessions, without waiting on any of them.
+    fn deliver(&self, item: DeliveryItem);
+}
+
 /// The receiving end an instance consumes.
 pub type DeliveryReceiver = mpsc::Receiver<DeliveryItem>;
 
@@ -48,4 +55,13 @@ pub trait DeliveryChannel: Send + Sync + 'static {
 
     /// Closes `instance`'s channel (graceful shutdown).
     async fn unsubscribe(&self, instance: &InstanceId) -> Result<(), DeliveryError>;
+
+    /// Instead of `subscribe`: from now until `unsubscribe`, hands `instance`'s items straight
+    /// to `sink` (held weakly) on the publisher's task, if this channel can (an in-process
+    /// channel: one task hop fewer per envelope). False if it cannot; the instance then
+    /// subscribes and consumes its receiver.
+    fn attach(&self, instance: &InstanceId, sink: Weak<dyn DeliverySink>) -> bool {
+        let _ = (instance, sink);
+        false
+    }
 }

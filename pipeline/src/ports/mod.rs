@@ -11,7 +11,7 @@ pub mod push;
 pub mod rate_limit;
 
 pub use bus::{Acknowledger, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage};
-pub use delivery_channel::{DeliveryChannel, DeliveryItem, DeliveryReceiver};
+pub use delivery_channel::{DeliveryChannel, DeliveryItem, DeliveryReceiver, DeliverySink};
 pub use device_tokens::DeviceTokenStore;
 pub use envelope_store::{
     BacklogCursor, BacklogPage, EnqueueOutcome, EnvelopeStore, QueuedEnvelope, Retention,
