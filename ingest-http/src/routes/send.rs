@@ -37,14 +37,18 @@ async fn take_token(
             Err(ApiError::RateLimited { retry_after })
         }
         Err(err) => {
-            warn!(cause = %err, scope, "rate limiter unavailable; letting the request through");
+            warn!(cause = %err, scope, key, "rate limiter unavailable; letting the request through");
             Ok(())
         }
     }
 }
 
 /// Validates the envelope, fixes its id and publishes it; 202 only after the bus confirmed.
-#[instrument(skip_all, fields(sender = %user.0))]
+///
+/// Its span (with the sender) is at debug level: at the default level a span per request
+/// costs its formatting and bookkeeping on every request, and the request span already
+/// names the route and trace.
+#[instrument(level = "debug", skip_all, fields(sender = %user.0))]
 pub async fn send(
     State(state): State<AppState>,
     user: AuthUser,
