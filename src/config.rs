@@ -452,7 +452,8 @@ pub struct ServeArgs {
     /// Live envelopes queued per session before the slow session is closed.
     #[arg(long, env = "SESSION_QUEUE", default_value_t = 256)]
     pub session_queue: usize,
-    /// Envelopes the processor routes concurrently.
+    /// Processor workers; envelopes are sharded among them by recipient (1: the consuming
+    /// task routes everything itself, in bus order).
     #[arg(long, env = "PROCESSOR_CONCURRENCY", default_value_t = 64)]
     pub processor_concurrency: usize,
     /// Embedded bus: messages waiting for the processor before publishers wait (then 503).
