@@ -159,7 +159,7 @@ impl ConnectionManager {
         self.presence
             .instance_alive(&self.instance, self.config.instance_ttl)
             .await?;
-        let sink: Weak<dyn DeliverySink> = Arc::downgrade(self) as Weak<dyn DeliverySink>;
+        let sink = Arc::downgrade(self) as Weak<dyn DeliverySink>;
         if self.channel.attach(&self.instance, sink) {
             debug!(instance = %self.instance, "delivery items are dispatched on the publisher's task");
             return Ok(None);

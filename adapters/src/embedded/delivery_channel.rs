@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(receiver.recv().await.unwrap().message_id.as_str(), "m-1");
 
         let recorder = Arc::new(Recorder::default());
-        let sink: Weak<dyn DeliverySink> = Arc::downgrade(&recorder) as Weak<dyn DeliverySink>;
+        let sink = Arc::downgrade(&recorder) as Weak<dyn DeliverySink>;
         assert!(channel.attach(&instance, sink));
         channel.publish(&instance, item("m-2")).await.unwrap();
         let ids: Vec<String> = recorder
