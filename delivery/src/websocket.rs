@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use pipeline::ports::envelope_store::BacklogCursor;
 use pipeline::ports::presence::Protocol;
 use pipeline::{MessageId, UserUrn};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::frames::{ClientFrame, envelope_frame, error_frame, parse_client_frame};
@@ -24,6 +25,9 @@ pub const CLOSE_TRY_AGAIN: u16 = 1013;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code: internal error.
 pub const CLOSE_INTERNAL: u16 = 1011;
+
+/// Most live envelopes written to a session before one flush.
+const LIVE_BATCH: usize = 64;
 
 /// After the backlog is sent, ids sent from it are remembered this long to drop live copies.
 const BACKLOG_ID_MEMORY: Duration = Duration::from_secs(5);
@@ -132,6 +136,47 @@ async fn send_envelope(
     Ok(())
 }
 
+/// Writes `first` and the live envelopes already waiting behind it (up to [`LIVE_BATCH`]),
+/// skipping ids the backlog sent, then flushes once: one socket write for a burst instead of
+/// one per frame. Each written envelope starts its ack timer (unless ephemeral).
+async fn write_live(
+    manager: &ConnectionManager,
+    sink: &mut Sink,
+    user: &UserUrn,
+    sent: &HashSet<MessageId>,
+    first: Arc<Outbound>,
+    receiver: &mut mpsc::Receiver<Arc<Outbound>>,
+) -> Result<(), End> {
+    let write = async {
+        let mut next = Some(first);
+        let mut taken = 0;
+        let mut written = 0;
+        while let Some(live) = next.take() {
+            taken += 1;
+            if !sent.contains(&live.message_id) {
+                let frame = envelope_frame(&live.message_id, &live.json);
+                sink.feed(Message::Text(frame.into())).await?;
+                if !live.ephemeral {
+                    manager.written(user, &live.message_id);
+                }
+                written += 1;
+            }
+            if taken < LIVE_BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        sink.flush().await?;
+        Ok::<u64, axum::Error>(written)
+    };
+    match tokio::time::timeout(manager.config().write_timeout, write).await {
+        Ok(Ok(written)) => {
+            manager.metrics().written_websocket.increment(written);
+            Ok(())
+        }
+        Ok(Err(_)) | Err(_) => Err(End::WriteFailed),
+    }
+}
+
 async fn run(
     manager: &ConnectionManager,
     handle: &mut SessionHandle,
@@ -209,9 +254,7 @@ async fn run(
                         // Stored anyway: a second pass over the backlog picks it up.
                         backlog.rescan = true;
                     }
-                } else if !backlog.sent.contains(&live.message_id)
-                    && let Err(end) = send_envelope(manager, sink, &user, &live.message_id, &live.json, live.ephemeral).await
-                {
+                } else if let Err(end) = write_live(manager, sink, &user, &backlog.sent, live, &mut handle.receiver).await {
                     return end;
                 }
             }

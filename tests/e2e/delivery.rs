@@ -346,6 +346,36 @@ async fn live_envelopes_follow_a_large_backlog_without_duplicates() -> Result<()
     Ok(())
 }
 
+/// Live envelopes that pile up while a session's client is not reading are written to it in
+/// bursts (one flush each): they still arrive in accepted order, once each, and their acks
+/// delete them all.
+#[tokio::test]
+async fn a_burst_of_live_envelopes_arrives_in_order_and_acks_delete_it() -> Result<()> {
+    const COUNT: usize = 200;
+    let server = Server::start(&[
+        ("RATE_LIMIT_SENDER_BURST", "10000"),
+        ("RATE_LIMIT_PAIR_BURST", "10000"),
+    ])
+    .await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut session = server.connect(&token(&bob)).await?;
+    let mut sent = Vec::new();
+    for _ in 0..COUNT {
+        sent.push(server.send_ok(&token(&alice), &envelope(&bob)).await?);
+    }
+    let mut received = Vec::new();
+    while received.len() < COUNT {
+        received.push(session.envelope().await?.0);
+    }
+    assert_eq!(received, sent);
+    session.expect_silence(Duration::from_millis(300)).await?;
+    session.ack(&received).await?;
+    session.expect_silence(Duration::from_millis(300)).await?;
+    session.close().await?;
+    assert!(server.pending_ids(&token(&bob)).await?.is_empty());
+    Ok(())
+}
+
 #[tokio::test]
 async fn bad_frames_get_an_error_frame_and_the_session_lives_on() -> Result<()> {
     let server = Server::start(&[]).await?;
