@@ -12,14 +12,23 @@
 //! message written while a sync runs is handed on at once; one `fdatasync` covers every
 //! batch written before it began.
 //!
+//! A fully acked segment is kept as a spare (`<first>.spare`, up to [`SPARE_SEGMENTS`]) and
+//! renamed into place as a later segment, whose records overwrite its old ones from the start:
+//! on this kind of disk a sync of blocks already written costs about half of one that also
+//! grows the file (docs/performance.md, profiling log entries 28 and 39).
+//!
 //! Record: `len: u32 LE` (of what follows the checksum), `crc32: u32 LE` (of the same bytes),
-//! then `kind: u8`, `seq: u64 LE` and, for a message, its bytes. A torn record at the end of a
-//! segment (a crash mid-write) fails its length or checksum and ends the recovery of that
-//! segment.
+//! then `kind: u8`, `seq: u64 LE`, `segment: u64 LE` (the first sequence number of the segment
+//! it was written to) and, for a message, its bytes. A torn record at the end of a segment (a
+//! crash mid-write) fails its length or checksum and ends the recovery of that segment; so
+//! does a whole record naming another segment: what is left of the file's life as an earlier
+//! segment. Logs written before segments were recycled hold records without the `segment`
+//! field (kinds 1 and 2, as the dead-letter file still does); they are still read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +42,12 @@ use crate::error::AdapterError;
 /// A segment is closed for appends past this size, and a new one opened.
 const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Fully acked segments kept to be written again as later segments, at most.
+const SPARE_SEGMENTS: usize = 2;
+
+/// The file name ending of a spare segment.
+const SPARE_SUFFIX: &str = ".spare";
+
 /// Appends waiting for the writer thread; callers wait when it is full.
 const WRITE_QUEUE: usize = 4096;
 
@@ -45,8 +60,12 @@ const SYNC_QUEUE: usize = 64;
 /// Bytes before the record's kind: its length and checksum.
 const HEADER: usize = 8;
 
+/// A message without a segment field (read back as this kind whatever its spelling).
 const KIND_MESSAGE: u8 = 1;
+/// An ack of the message with the record's `seq`, without a segment field.
 const KIND_ACK: u8 = 2;
+/// [`KIND_MESSAGE`] plus this: the same record naming the segment it was written to.
+const SEGMENT_FIELD: u8 = 2;
 
 /// The segment file name of the segment starting at `seq` (sorts by name as by number).
 fn segment_name(first_seq: u64) -> String {
@@ -56,27 +75,57 @@ fn segment_name(first_seq: u64) -> String {
 /// The dead-letter file: messages the processor could never route, kept for an operator.
 const DEAD_LETTER_FILE: &str = "dead-letter.log";
 
-/// One record as bytes.
-fn record(kind: u8, seq: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + 9 + body.len());
-    out.extend_from_slice(&((9 + body.len()) as u32).to_le_bytes());
+/// Appends one record of `kind` ([`KIND_MESSAGE`] or [`KIND_ACK`]) to `out`; given `segment`,
+/// the record names it (the kinds plus [`SEGMENT_FIELD`]).
+fn put_record(out: &mut Vec<u8>, kind: u8, seq: u64, segment: Option<u64>, body: &[u8]) {
+    let start = out.len();
+    let (kind, fields) = match segment {
+        Some(_) => (kind + SEGMENT_FIELD, 17),
+        None => (kind, 9),
+    };
+    out.extend_from_slice(&((fields + body.len()) as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.push(kind);
     out.extend_from_slice(&seq.to_le_bytes());
+    if let Some(segment) = segment {
+        out.extend_from_slice(&segment.to_le_bytes());
+    }
     out.extend_from_slice(body);
-    let crc = crc32fast::hash(&out[HEADER..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
+    let crc = crc32fast::hash(&out[start + HEADER..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// One record read back: its kind, sequence number and body.
+/// One record read back: its kind ([`KIND_MESSAGE`] or [`KIND_ACK`]), sequence number and
+/// body.
 type ParsedRecord<'a> = (u8, u64, &'a [u8]);
 
-/// Reads the records of one segment's bytes until the end or the first torn record; returns
-/// them and how many bytes were whole.
-fn parse_records(bytes: &[u8]) -> (Vec<ParsedRecord<'_>>, usize) {
+/// What one segment file held.
+#[derive(Debug, PartialEq)]
+struct ParsedSegment<'a> {
+    /// Its records, in order.
+    records: Vec<ParsedRecord<'a>>,
+    /// How many bytes they took.
+    whole: usize,
+    /// Whether what follows them is a whole record of another segment (the rest of a recycled
+    /// file's earlier life) rather than a torn one.
+    recycled_tail: bool,
+}
+
+/// The little-endian `u64` at `at` in `bytes` (which must hold it).
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut value = [0; 8];
+    value.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(value)
+}
+
+/// Reads the records of segment `segment` from its file's `bytes`, until the end, the first
+/// torn record, or the first record naming another segment.
+fn parse_records(bytes: &[u8], segment: u64) -> ParsedSegment<'_> {
+    const NAMED_MESSAGE: u8 = KIND_MESSAGE + SEGMENT_FIELD;
+    const NAMED_ACK: u8 = KIND_ACK + SEGMENT_FIELD;
     let mut records = Vec::new();
     let mut at = 0;
+    let mut recycled_tail = false;
     while let Some(header) = bytes.get(at..at + HEADER) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -86,12 +135,24 @@ fn parse_records(bytes: &[u8]) -> (Vec<ParsedRecord<'_>>, usize) {
         if len < 9 || crc32fast::hash(body) != crc {
             break;
         }
-        let mut seq = [0; 8];
-        seq.copy_from_slice(&body[1..9]);
-        records.push((body[0], u64::from_le_bytes(seq), &body[9..]));
+        let seq = u64_at(body, 1);
+        let record = match body[0] {
+            NAMED_MESSAGE | NAMED_ACK if len < 17 => break,
+            NAMED_MESSAGE | NAMED_ACK if u64_at(body, 9) != segment => {
+                recycled_tail = true;
+                break;
+            }
+            kind @ (NAMED_MESSAGE | NAMED_ACK) => (kind - SEGMENT_FIELD, seq, &body[17..]),
+            kind => (kind, seq, &body[9..]),
+        };
+        records.push(record);
         at += HEADER + len;
     }
-    (records, at)
+    ParsedSegment {
+        records,
+        whole: at,
+        recycled_tail,
+    }
 }
 
 /// A message the log holds unacked, as read back at open.
@@ -176,19 +237,31 @@ impl BusLog {
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         let mut segments = Vec::new();
+        let mut spares = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))? {
             let entry = entry.map_err(|e| fail(e.to_string()))?;
             let name = entry.file_name();
-            let Some(first) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(name) = name.to_str() else {
                 continue;
             };
-            segments.push((first, entry.path()));
+            let numbered = |suffix: &str| {
+                name.strip_suffix(suffix)
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            if let Some(first) = numbered(".log") {
+                segments.push((first, entry.path()));
+            } else if numbered(SPARE_SUFFIX).is_some() {
+                spares.push(entry.path());
+            }
         }
         segments.sort();
+        // Spares only ever hold records naming their earlier segment: reusable as they are.
+        spares.sort();
+        for extra in spares.split_off(spares.len().min(SPARE_SEGMENTS)) {
+            if let Err(err) = std::fs::remove_file(&extra) {
+                warn!(spare = %extra.display(), cause = %err, "cannot delete a spare bus log segment");
+            }
+        }
         let mut pending: BTreeMap<u64, (u64, Vec<u8>)> = BTreeMap::new();
         let mut next_seq = 1;
         for (first, path) in &segments {
@@ -196,11 +269,11 @@ impl BusLog {
             File::open(path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| fail(io_error("reading", path, e)))?;
-            let (records, whole) = parse_records(&bytes);
-            if whole < bytes.len() {
-                warn!(segment = %path.display(), torn_bytes = bytes.len() - whole, "bus log segment ends in a torn record (a crash mid-write); ignoring it");
+            let parsed = parse_records(&bytes, *first);
+            if parsed.whole < bytes.len() && !parsed.recycled_tail {
+                warn!(segment = %path.display(), torn_bytes = bytes.len() - parsed.whole, "bus log segment ends in a torn record (a crash mid-write); ignoring it");
             }
-            for (kind, seq, body) in records {
+            for (kind, seq, body) in parsed.records {
                 next_seq = next_seq.max(seq + 1);
                 match kind {
                     KIND_MESSAGE => {
@@ -234,7 +307,7 @@ impl BusLog {
                 bytes,
             })
             .collect();
-        let writer = Writer::open(dir, kept, live, next_seq).map_err(fail)?;
+        let writer = Writer::open(dir, kept, live, spares, next_seq).map_err(fail)?;
         let syncer = Syncer::new(writer.sync_failed.clone());
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         let (to_sync, written) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
@@ -315,21 +388,30 @@ struct Current {
     first_seq: u64,
     /// Shared with the syncer, which syncs it after the writer moved on.
     file: Arc<File>,
+    /// Where the next record goes: the end of this segment's records (a recycled file may
+    /// hold older bytes past it).
     len: u64,
 }
 
-/// Creates segment `first_seq` in `dir` and makes its name durable.
-fn create_segment(dir: &Path, first_seq: u64) -> Result<(Current, PathBuf), String> {
+/// Creates segment `first_seq` in `dir`, from the `spare` file if given (its records are
+/// overwritten from the start), and makes its name durable before anything is written to it:
+/// after a crash a recycled file is only ever read under its new name. Without a spare the
+/// file starts empty (a name past every segment holds nothing to keep).
+fn create_segment(
+    dir: &Path,
+    first_seq: u64,
+    spare: Option<&Path>,
+) -> Result<(Current, PathBuf), String> {
     let path = dir.join(segment_name(first_seq));
+    if let Some(spare) = spare {
+        std::fs::rename(spare, &path).map_err(|e| io_error("reusing", spare, e))?;
+    }
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .truncate(spare.is_none())
         .open(&path)
         .map_err(|e| io_error("creating", &path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| io_error("reading", &path, e))?
-        .len();
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error("syncing", dir, e))?;
@@ -337,10 +419,29 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(Current, PathBuf), Stri
         Current {
             first_seq,
             file: Arc::new(file),
-            len,
+            len: 0,
         },
         path,
     ))
+}
+
+/// Creates segment `name` in `dir` from one of `spares` when there is one (a spare that
+/// cannot be reused is deleted, and a new file made instead).
+fn create_from_spares(
+    dir: &Path,
+    spares: &mut Vec<PathBuf>,
+    name: u64,
+) -> Result<(Current, PathBuf), String> {
+    if let Some(spare) = spares.pop() {
+        match create_segment(dir, name, Some(&spare)) {
+            Ok(created) => return Ok(created),
+            Err(cause) => {
+                warn!(%cause, "bus log: cannot reuse a spare segment; making a new one");
+                let _ = std::fs::remove_file(&spare);
+            }
+        }
+    }
+    create_segment(dir, name, None)
 }
 
 /// The name of the next segment: its first sequence number, and past every existing name.
@@ -379,6 +480,16 @@ struct Writer {
     next_seq: u64,
     /// Set by the syncer when a sync failed: appends move to a new segment.
     sync_failed: Arc<AtomicBool>,
+    /// Fully acked segment files waiting to be written again as the next segments.
+    spares: Vec<PathBuf>,
+    /// Segments read back from an earlier run: they may hold records without a segment field,
+    /// which a later life of the file could not tell from its own, so they are never recycled.
+    recovered: HashSet<u64>,
+    /// Whether retired segments become spares: not after a failed write or sync, whose file
+    /// the kernel may have left in any state.
+    recycling: bool,
+    /// A segment is closed for appends past this size ([`SEGMENT_BYTES`]; tests use less).
+    segment_bytes: u64,
 }
 
 /// What a batch owes its callers once synced.
@@ -391,17 +502,20 @@ enum Answer {
 }
 
 impl Writer {
-    /// A writer over the `segments` kept from earlier runs (with their `live` counts), appending
-    /// to a new segment from `next_seq` on.
+    /// A writer over the `segments` kept from earlier runs (with their `live` counts) and the
+    /// `spares` left by them, appending to a new segment from `next_seq` on.
     fn open(
         dir: &Path,
         segments: BTreeMap<u64, PathBuf>,
         live: HashMap<u64, usize>,
+        spares: Vec<PathBuf>,
         next_seq: u64,
     ) -> Result<Self, String> {
         let mut segments = segments;
+        let mut spares = spares;
+        let recovered = segments.keys().copied().collect();
         let name = next_segment_name(&segments, next_seq);
-        let (current, path) = create_segment(dir, name)?;
+        let (current, path) = create_from_spares(dir, &mut spares, name)?;
         segments.insert(name, path);
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -412,29 +526,59 @@ impl Writer {
             needs_roll: false,
             next_seq,
             sync_failed: Arc::new(AtomicBool::new(false)),
+            spares,
+            recovered,
+            recycling: true,
+            segment_bytes: SEGMENT_BYTES,
         })
     }
 
-    /// Switches appends to a new segment; the old one is deleted if nothing in it is unacked.
+    /// Switches appends to a new segment; the old one is retired if nothing in it is unacked.
     /// On failure the current segment stays.
     fn roll(&mut self) -> Result<(), String> {
         let name = next_segment_name(&self.segments, self.next_seq);
-        let (current, path) = create_segment(&self.dir, name)?;
+        let (current, path) = create_from_spares(&self.dir, &mut self.spares, name)?;
         self.segments.insert(name, path);
         let old = std::mem::replace(&mut self.current, current);
         self.needs_roll = false;
         if self.live.get(&old.first_seq).copied().unwrap_or(0) == 0 {
-            self.delete_segment(old.first_seq);
+            self.retire_segment(old.first_seq);
         }
         Ok(())
     }
 
-    fn delete_segment(&mut self, first_seq: u64) {
+    /// Drops a segment whose messages are all acked: kept as a spare while there is room for
+    /// one and it may be recycled, deleted otherwise.
+    fn retire_segment(&mut self, first_seq: u64) {
         self.live.remove(&first_seq);
-        if let Some(path) = self.segments.remove(&first_seq)
-            && let Err(err) = std::fs::remove_file(&path)
+        let Some(path) = self.segments.remove(&first_seq) else {
+            return;
+        };
+        if self.recycling
+            && self.spares.len() < SPARE_SEGMENTS
+            && !self.recovered.contains(&first_seq)
         {
+            let spare = self.dir.join(format!("{first_seq:020}{SPARE_SUFFIX}"));
+            match std::fs::rename(&path, &spare) {
+                Ok(()) => {
+                    self.spares.push(spare);
+                    return;
+                }
+                Err(err) => {
+                    warn!(segment = %path.display(), cause = %err, "cannot keep an acked bus log segment as a spare");
+                }
+            }
+        }
+        if let Err(err) = std::fs::remove_file(&path) {
             warn!(segment = %path.display(), cause = %err, "cannot delete an acked bus log segment");
+        }
+    }
+
+    /// Stops recycling segments (after a failed write or sync) and deletes the spares.
+    fn stop_recycling(&mut self) {
+        self.recycling = false;
+        for spare in self.spares.drain(..) {
+            let _ = std::fs::remove_file(&spare);
         }
     }
 
@@ -465,6 +609,7 @@ impl Writer {
         // appends.
         if self.sync_failed.swap(false, Ordering::SeqCst) {
             self.needs_roll = true;
+            self.stop_recycling();
         }
         let blocked = if self.needs_roll {
             self.roll().err()
@@ -488,19 +633,25 @@ impl Writer {
                     done,
                 } => {
                     let seq = self.take_seq();
-                    segment_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
+                    put_record(&mut segment_bytes, KIND_MESSAGE, seq, Some(segment), &bytes);
                     sync |= durable;
                     appended += 1;
                     positions.push((written, Position { seq, segment }));
                     answers.push(Answer::Synced(done));
                 }
                 Job::Ack { position } => {
-                    segment_bytes.extend_from_slice(&record(KIND_ACK, position.seq, &[]));
+                    put_record(
+                        &mut segment_bytes,
+                        KIND_ACK,
+                        position.seq,
+                        Some(segment),
+                        &[],
+                    );
                     acked.push(position.segment);
                 }
                 Job::DeadLetter { bytes, done } => {
                     let seq = self.take_seq();
-                    dead_bytes.extend_from_slice(&record(KIND_MESSAGE, seq, &bytes));
+                    put_record(&mut dead_bytes, KIND_MESSAGE, seq, None, &bytes);
                     answers.push(Answer::Dead(done));
                 }
                 Job::Flush { done } => {
@@ -545,7 +696,7 @@ impl Writer {
     /// Opens a new segment once the current one is full or may end in a partial record (the
     /// old one is synced by the batches that wrote it, which hold its file).
     fn roll_if_due(&mut self) {
-        if (self.needs_roll || self.current.len >= SEGMENT_BYTES)
+        if (self.needs_roll || self.current.len >= self.segment_bytes)
             && let Err(cause) = self.roll()
         {
             error!(%cause, "bus log: cannot open a new segment; the next batch tries again");
@@ -569,7 +720,7 @@ impl Writer {
             None => return,
         };
         if left == 0 && self.current.first_seq != segment {
-            self.delete_segment(segment);
+            self.retire_segment(segment);
         }
     }
 
@@ -579,13 +730,14 @@ impl Writer {
         if bytes.is_empty() {
             return Ok(());
         }
-        if let Err(err) = (&*current.file).write_all(bytes) {
+        if let Err(err) = current.file.write_all_at(bytes, current.len) {
             // A partial record would end recovery of this segment early and hide every
             // record appended after it: cut the file back to its last whole record.
             if let Err(cut) = current.file.set_len(current.len) {
                 error!(cause = %cut, "bus log: cannot cut a partial write; opening a new segment");
                 self.needs_roll = true;
             }
+            self.stop_recycling();
             return Err(format!("appending to the bus log: {err}"));
         }
         current.len += bytes.len() as u64;
@@ -707,27 +859,57 @@ mod tests {
         dir
     }
 
+    /// One record as bytes.
+    fn record(kind: u8, seq: u64, segment: Option<u64>, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_record(&mut out, kind, seq, segment, body);
+        out
+    }
+
     #[test]
     fn records_round_trip_and_a_torn_tail_is_cut() {
-        let mut bytes = record(KIND_MESSAGE, 7, b"hello");
-        bytes.extend(record(KIND_ACK, 7, &[]));
+        let mut bytes = record(KIND_MESSAGE, 7, Some(5), b"hello");
+        bytes.extend(record(KIND_ACK, 7, Some(5), &[]));
+        // A segment of an older log: records without the segment field.
+        bytes.extend(record(KIND_ACK, 3, None, &[]));
         let whole = bytes.len();
-        let torn = record(KIND_MESSAGE, 8, b"half written");
+        let torn = record(KIND_MESSAGE, 8, Some(5), b"half written");
         bytes.extend_from_slice(&torn[..torn.len() - 3]);
-        let (records, at) = parse_records(&bytes);
-        assert_eq!(at, whole);
+        let parsed = parse_records(&bytes, 5);
+        assert_eq!(parsed.whole, whole);
+        assert!(!parsed.recycled_tail, "a torn record is no recycled tail");
         assert_eq!(
-            records,
-            vec![(KIND_MESSAGE, 7, &b"hello"[..]), (KIND_ACK, 7, &[][..])]
+            parsed.records,
+            vec![
+                (KIND_MESSAGE, 7, &b"hello"[..]),
+                (KIND_ACK, 7, &[][..]),
+                (KIND_ACK, 3, &[][..])
+            ]
         );
-        let mut flipped = record(KIND_MESSAGE, 9, b"x");
+        let mut flipped = record(KIND_MESSAGE, 9, Some(5), b"x");
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert_eq!(
-            parse_records(&flipped).1,
+            parse_records(&flipped, 5).whole,
             0,
             "a bad checksum is not a record"
         );
+    }
+
+    #[test]
+    fn records_of_a_files_earlier_segment_end_it() {
+        // Segment 40 was written over a file that held segment 10.
+        let mut bytes = record(KIND_MESSAGE, 40, Some(40), b"new");
+        let whole = bytes.len();
+        bytes.extend(record(KIND_MESSAGE, 12, Some(10), b"old"));
+        bytes.extend(record(KIND_ACK, 12, Some(10), &[]));
+        let parsed = parse_records(&bytes, 40);
+        assert_eq!(parsed.records, vec![(KIND_MESSAGE, 40, &b"new"[..])]);
+        assert_eq!(parsed.whole, whole);
+        assert!(parsed.recycled_tail);
+        // Renamed into place but not written yet: nothing of it is read.
+        let parsed = parse_records(&bytes[whole..], 40);
+        assert!(parsed.records.is_empty() && parsed.recycled_tail);
     }
 
     /// A message job, with the receivers of what its caller hears.
@@ -782,7 +964,8 @@ mod tests {
     #[test]
     fn a_message_is_handed_on_once_written_and_confirmed_once_synced() {
         let dir = temp_dir("written-then-synced");
-        let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
+        let mut writer =
+            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
         let Sent {
             job,
             mut position,
@@ -799,7 +982,7 @@ mod tests {
         let path = writer.segments[&1].clone();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(
-            parse_records(&bytes).0,
+            parse_records(&bytes, 1).records,
             vec![(KIND_MESSAGE, 1, &b"early"[..])]
         );
         Syncer::new(writer.sync_failed.clone()).sync(vec![written]);
@@ -810,7 +993,7 @@ mod tests {
     #[test]
     fn the_writer_goes_on_writing_while_an_earlier_batch_waits_for_its_sync() {
         let dir = temp_dir("pipelined");
-        let writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
+        let writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
         let failed = writer.sync_failed.clone();
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         // The test holds the syncer's end: nothing is synced until it says so.
@@ -851,7 +1034,8 @@ mod tests {
     #[test]
     fn after_a_failed_sync_its_segment_confirms_nothing_more_and_takes_no_more_appends() {
         let dir = temp_dir("failed-sync");
-        let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
+        let mut writer =
+            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
         let mut syncer = Syncer::new(writer.sync_failed.clone());
         let first = message(b"first");
         let second = message(b"second");
@@ -883,7 +1067,8 @@ mod tests {
     #[test]
     fn after_a_failed_write_appends_go_to_a_new_segment() {
         let dir = temp_dir("failed-write");
-        let mut writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), 1).unwrap();
+        let mut writer =
+            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
         // A read-only handle: the write fails, and so does cutting the file back.
         let path = writer.segments[&1].clone();
         writer.current.file = Arc::new(File::open(&path).unwrap());
@@ -899,6 +1084,95 @@ mod tests {
         let (_log, recovered) = BusLog::open(&dir).unwrap();
         let bytes: Vec<_> = recovered.iter().map(|r| r.bytes.clone()).collect();
         assert_eq!(bytes, vec![b"kept".to_vec()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Acks `position` through `writer` (lazily, as the bus does).
+    fn ack_one(writer: &mut Writer, position: Position) {
+        let written = writer.write_batch(vec![Job::Ack { position }]);
+        assert!(written.written.is_ok());
+        writer.roll_if_due();
+    }
+
+    /// The files in `dir` whose names end in `suffix`.
+    fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.to_string_lossy().ends_with(suffix))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn acked_segments_are_written_again_and_read_back_without_their_old_records() {
+        let dir = temp_dir("recycle");
+        let mut writer =
+            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        // Two of these messages fill a segment.
+        writer.segment_bytes = 200;
+        let old = vec![b'x'; 120];
+        let positions: Vec<_> = (0..6)
+            .map(|_| append_one(&mut writer, &old).unwrap())
+            .collect();
+        for position in positions {
+            ack_one(&mut writer, position);
+        }
+        // Three segments were retired: two kept as spares, the third deleted.
+        assert_eq!(files_ending(&dir, SPARE_SUFFIX).len(), SPARE_SEGMENTS);
+        assert_eq!(writer.spares.len(), SPARE_SEGMENTS);
+        let taken = writer.spares.last().cloned().unwrap();
+        writer.needs_roll = true;
+        writer.roll_if_due();
+        assert!(!taken.exists(), "the next segment took a spare");
+        let reused = writer.segments[&writer.current.first_seq].clone();
+        let old_len = std::fs::metadata(&reused).unwrap().len();
+        assert!(
+            old_len >= 200,
+            "the new segment is an old file: {old_len} bytes"
+        );
+        // One unacked message over the old records, of their size: the record after it is
+        // whole, and its ack is not in the log any more.
+        let kept = append_one(&mut writer, &[b'k'; 120]).unwrap();
+        assert_eq!(kept.segment, writer.current.first_seq);
+        assert_eq!(std::fs::metadata(&reused).unwrap().len(), old_len);
+        drop(writer);
+        let spares = files_ending(&dir, SPARE_SUFFIX).len();
+        assert!(spares > 0);
+        let (log, recovered) = BusLog::open(&dir).unwrap();
+        let bytes: Vec<_> = recovered.iter().map(|r| r.bytes.clone()).collect();
+        assert_eq!(bytes, vec![vec![b'k'; 120]], "no old record comes back");
+        assert_eq!(recovered[0].segment, kept.segment);
+        assert_eq!(
+            files_ending(&dir, SPARE_SUFFIX).len(),
+            spares - 1,
+            "the new run's first segment takes a spare left by the earlier run"
+        );
+        drop(log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn after_a_failed_write_no_segment_is_recycled() {
+        let dir = temp_dir("no-recycle");
+        let mut writer =
+            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        writer.segment_bytes = 200;
+        let first = append_one(&mut writer, &[b'x'; 120]).unwrap();
+        append_one(&mut writer, &[b'x'; 120]).unwrap();
+        ack_one(&mut writer, first);
+        let path = writer.segments[&writer.current.first_seq].clone();
+        writer.current.file = Arc::new(File::open(&path).unwrap());
+        assert!(append_one(&mut writer, b"refused").is_err());
+        assert!(!writer.recycling);
+        let later = append_one(&mut writer, b"later").unwrap();
+        ack_one(&mut writer, Position { seq: 2, segment: 1 });
+        ack_one(&mut writer, later);
+        assert!(
+            files_ending(&dir, SPARE_SUFFIX).is_empty(),
+            "retired segments are deleted"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -942,7 +1216,14 @@ mod tests {
         .unwrap();
         // A flush is answered after every job queued before it.
         log.flush().await.unwrap();
-        assert!(!old_segment.exists(), "a fully acked segment is deleted");
+        assert!(
+            !old_segment.exists(),
+            "a fully acked segment of an earlier run is deleted"
+        );
+        assert!(
+            files_ending(&dir, SPARE_SUFFIX).is_empty(),
+            "and not recycled: it may hold records without a segment field"
+        );
         log.ack(c).await.unwrap();
         log.dead_letter(b"bad".to_vec()).await.unwrap();
         assert!(dir.join(DEAD_LETTER_FILE).exists());
