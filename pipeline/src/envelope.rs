@@ -181,6 +181,10 @@ struct WireOut<'a> {
     priority: u8,
 }
 
+/// The bytes of [`WireOut`]'s JSON besides its string values: keys, quotes, punctuation and
+/// the flag and priority (≈130 with every field present).
+const JSON_FRAMING: usize = 160;
+
 fn is_zero(value: &u8) -> bool {
     *value == 0
 }
@@ -298,7 +302,8 @@ impl Envelope {
         })
     }
 
-    /// The canonical JSON the router stores and delivers.
+    /// The canonical JSON the router stores and delivers, written into a buffer sized for it
+    /// up front: growing it by doubling would copy the ciphertext several times.
     pub fn to_json(&self) -> String {
         let wire = WireOut {
             message_id: self.message_id.as_str(),
@@ -310,8 +315,19 @@ impl Envelope {
             is_ephemeral: self.ephemeral,
             priority: self.priority.value(),
         };
-        serde_json::to_string(&wire)
-            .unwrap_or_else(|_| unreachable!("serialising strings and integers cannot fail"))
+        let texts = [
+            Some(wire.message_id),
+            Some(wire.recipient_id),
+            wire.sender_id,
+            Some(wire.encrypted_data),
+            wire.encrypted_symmetric_key,
+            wire.signature,
+        ];
+        let capacity = JSON_FRAMING + texts.iter().flatten().map(|t| t.len()).sum::<usize>();
+        let mut json = Vec::with_capacity(capacity);
+        serde_json::to_writer(&mut json, &wire)
+            .unwrap_or_else(|_| unreachable!("serialising strings and integers cannot fail"));
+        String::from_utf8(json).unwrap_or_else(|_| unreachable!("serde_json writes UTF-8"))
     }
 }
 
@@ -435,6 +451,29 @@ mod tests {
         let back = Envelope::from_json(json.as_bytes()).unwrap();
         assert_eq!(back, env);
         assert!(json.contains("\"signature\":\"BA==\""), "{json}");
+    }
+
+    #[test]
+    fn canonical_json_is_written_into_a_buffer_of_its_size() {
+        let body = serde_json::json!({
+            "recipientId": "bob",
+            "senderId": "alice",
+            "encryptedData": Opaque::from_bytes(&[7; 1024]).as_base64(),
+            "encryptedSymmetricKey": "Aw==",
+            "signature": "BA==",
+            "isEphemeral": true,
+            "priority": 9,
+        });
+        let env = parse(&body.to_string()).unwrap().into_envelope(&UuidV7Ids);
+        let json = env.to_json();
+        // Growing by doubling would leave up to half of it unused.
+        assert!(json.len() <= json.capacity(), "{json}");
+        assert!(
+            json.capacity() - json.len() <= JSON_FRAMING,
+            "{} bytes in a buffer of {}",
+            json.len(),
+            json.capacity()
+        );
     }
 
     #[test]
