@@ -859,6 +859,11 @@ mod tests {
         dir
     }
 
+    /// A writer on an empty `dir`, numbering from 1.
+    fn new_writer(dir: &Path) -> Writer {
+        Writer::open(dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap()
+    }
+
     /// One record as bytes.
     fn record(kind: u8, seq: u64, segment: Option<u64>, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -964,8 +969,7 @@ mod tests {
     #[test]
     fn a_message_is_handed_on_once_written_and_confirmed_once_synced() {
         let dir = temp_dir("written-then-synced");
-        let mut writer =
-            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        let mut writer = new_writer(&dir);
         let Sent {
             job,
             mut position,
@@ -993,7 +997,7 @@ mod tests {
     #[test]
     fn the_writer_goes_on_writing_while_an_earlier_batch_waits_for_its_sync() {
         let dir = temp_dir("pipelined");
-        let writer = Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        let writer = new_writer(&dir);
         let failed = writer.sync_failed.clone();
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         // The test holds the syncer's end: nothing is synced until it says so.
@@ -1034,8 +1038,7 @@ mod tests {
     #[test]
     fn after_a_failed_sync_its_segment_confirms_nothing_more_and_takes_no_more_appends() {
         let dir = temp_dir("failed-sync");
-        let mut writer =
-            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        let mut writer = new_writer(&dir);
         let mut syncer = Syncer::new(writer.sync_failed.clone());
         let first = message(b"first");
         let second = message(b"second");
@@ -1067,8 +1070,7 @@ mod tests {
     #[test]
     fn after_a_failed_write_appends_go_to_a_new_segment() {
         let dir = temp_dir("failed-write");
-        let mut writer =
-            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        let mut writer = new_writer(&dir);
         // A read-only handle: the write fails, and so does cutting the file back.
         let path = writer.segments[&1].clone();
         writer.current.file = Arc::new(File::open(&path).unwrap());
@@ -1108,8 +1110,7 @@ mod tests {
     #[test]
     fn acked_segments_are_written_again_and_read_back_without_their_old_records() {
         let dir = temp_dir("recycle");
-        let mut writer =
-            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        let mut writer = new_writer(&dir);
         // Two of these messages fill a segment.
         writer.segment_bytes = 200;
         let old = vec![b'x'; 120];
@@ -1156,8 +1157,7 @@ mod tests {
     #[test]
     fn after_a_failed_write_no_segment_is_recycled() {
         let dir = temp_dir("no-recycle");
-        let mut writer =
-            Writer::open(&dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap();
+        let mut writer = new_writer(&dir);
         writer.segment_bytes = 200;
         let first = append_one(&mut writer, &[b'x'; 120]).unwrap();
         append_one(&mut writer, &[b'x'; 120]).unwrap();
