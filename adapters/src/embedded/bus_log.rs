@@ -22,8 +22,11 @@
 //! it was written to) and, for a message, its bytes. A torn record at the end of a segment (a
 //! crash mid-write) fails its length or checksum and ends the recovery of that segment; so
 //! does a whole record naming another segment: what is left of the file's life as an earlier
-//! segment. Logs written before segments were recycled hold records without the `segment`
-//! field (kinds 1 and 2, as the dead-letter file still does); they are still read.
+//! segment. Every batch is written with an end mark after it (a header of zeros, overwritten
+//! by the next batch), so reading stops cleanly there rather than in the middle of an older
+//! record, which would look torn. Logs written before segments were recycled hold records
+//! without the `segment` field (kinds 1 and 2, as the dead-letter file still does); they are
+//! still read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -99,6 +102,21 @@ fn put_record(out: &mut Vec<u8>, kind: u8, seq: u64, segment: Option<u64>, body:
 /// body.
 type ParsedRecord<'a> = (u8, u64, &'a [u8]);
 
+/// Written after every batch of records (and overwritten by the next): a header of zeros,
+/// where reading a segment stops cleanly, before whatever a recycled file holds past it.
+const END_MARK: [u8; HEADER] = [0; HEADER];
+
+/// Where reading a segment's records stopped.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum SegmentEnd {
+    /// At the end of the file, or at the end mark after the last batch.
+    Clean,
+    /// At a whole record of another segment: the rest of a recycled file's earlier life.
+    Recycled,
+    /// At a record cut short or damaged: a crash mid-write.
+    Torn,
+}
+
 /// What one segment file held.
 #[derive(Debug, PartialEq)]
 struct ParsedSegment<'a> {
@@ -106,9 +124,8 @@ struct ParsedSegment<'a> {
     records: Vec<ParsedRecord<'a>>,
     /// How many bytes they took.
     whole: usize,
-    /// Whether what follows them is a whole record of another segment (the rest of a recycled
-    /// file's earlier life) rather than a torn one.
-    recycled_tail: bool,
+    /// What came after them.
+    end: SegmentEnd,
 }
 
 /// The little-endian `u64` at `at` in `bytes` (which must hold it).
@@ -118,40 +135,48 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(value)
 }
 
-/// Reads the records of segment `segment` from its file's `bytes`, until the end, the first
-/// torn record, or the first record naming another segment.
+/// Reads the records of segment `segment` from its file's `bytes`, until the end, the end
+/// mark, the first torn record, or the first record naming another segment.
 fn parse_records(bytes: &[u8], segment: u64) -> ParsedSegment<'_> {
     const NAMED_MESSAGE: u8 = KIND_MESSAGE + SEGMENT_FIELD;
     const NAMED_ACK: u8 = KIND_ACK + SEGMENT_FIELD;
     let mut records = Vec::new();
     let mut at = 0;
-    let mut recycled_tail = false;
-    while let Some(header) = bytes.get(at..at + HEADER) {
+    let end = loop {
+        let Some(header) = bytes.get(at..at + HEADER) else {
+            break if at == bytes.len() {
+                SegmentEnd::Clean
+            } else {
+                SegmentEnd::Torn
+            };
+        };
+        if header == END_MARK {
+            break SegmentEnd::Clean;
+        }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
+            break SegmentEnd::Torn;
         };
         if len < 9 || crc32fast::hash(body) != crc {
-            break;
+            break SegmentEnd::Torn;
         }
         let seq = u64_at(body, 1);
         let record = match body[0] {
-            NAMED_MESSAGE | NAMED_ACK if len < 17 => break,
+            NAMED_MESSAGE | NAMED_ACK if len < 17 => break SegmentEnd::Torn,
             NAMED_MESSAGE | NAMED_ACK if u64_at(body, 9) != segment => {
-                recycled_tail = true;
-                break;
+                break SegmentEnd::Recycled;
             }
             kind @ (NAMED_MESSAGE | NAMED_ACK) => (kind - SEGMENT_FIELD, seq, &body[17..]),
             kind => (kind, seq, &body[9..]),
         };
         records.push(record);
         at += HEADER + len;
-    }
+    };
     ParsedSegment {
         records,
         whole: at,
-        recycled_tail,
+        end,
     }
 }
 
@@ -270,7 +295,7 @@ impl BusLog {
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| fail(io_error("reading", path, e)))?;
             let parsed = parse_records(&bytes, *first);
-            if parsed.whole < bytes.len() && !parsed.recycled_tail {
+            if parsed.end == SegmentEnd::Torn {
                 warn!(segment = %path.display(), torn_bytes = bytes.len() - parsed.whole, "bus log segment ends in a torn record (a crash mid-write); ignoring it");
             }
             for (kind, seq, body) in parsed.records {
@@ -662,7 +687,7 @@ impl Writer {
         }
         let written = match blocked {
             Some(cause) => Err(format!("bus log: no segment to append to: {cause}")),
-            None => self.append_segment(&segment_bytes),
+            None => self.append_segment(&mut segment_bytes),
         };
         let dead = self.append_dead(&dead_bytes);
         for cause in [&written, &dead]
@@ -724,12 +749,15 @@ impl Writer {
         }
     }
 
-    /// Appends `bytes` to the current segment (not synced).
-    fn append_segment(&mut self, bytes: &[u8]) -> Result<(), String> {
+    /// Appends the records in `bytes` to the current segment (not synced), with the end mark
+    /// after them in the same write; the next batch starts over the mark.
+    fn append_segment(&mut self, bytes: &mut Vec<u8>) -> Result<(), String> {
         let current = &mut self.current;
         if bytes.is_empty() {
             return Ok(());
         }
+        let records = bytes.len() as u64;
+        bytes.extend_from_slice(&END_MARK);
         if let Err(err) = current.file.write_all_at(bytes, current.len) {
             // A partial record would end recovery of this segment early and hide every
             // record appended after it: cut the file back to its last whole record.
@@ -740,7 +768,7 @@ impl Writer {
             self.stop_recycling();
             return Err(format!("appending to the bus log: {err}"));
         }
-        current.len += bytes.len() as u64;
+        current.len += records;
         Ok(())
     }
 
@@ -882,7 +910,7 @@ mod tests {
         bytes.extend_from_slice(&torn[..torn.len() - 3]);
         let parsed = parse_records(&bytes, 5);
         assert_eq!(parsed.whole, whole);
-        assert!(!parsed.recycled_tail, "a torn record is no recycled tail");
+        assert_eq!(parsed.end, SegmentEnd::Torn);
         assert_eq!(
             parsed.records,
             vec![
@@ -911,10 +939,30 @@ mod tests {
         let parsed = parse_records(&bytes, 40);
         assert_eq!(parsed.records, vec![(KIND_MESSAGE, 40, &b"new"[..])]);
         assert_eq!(parsed.whole, whole);
-        assert!(parsed.recycled_tail);
+        assert_eq!(parsed.end, SegmentEnd::Recycled);
         // Renamed into place but not written yet: nothing of it is read.
         let parsed = parse_records(&bytes[whole..], 40);
-        assert!(parsed.records.is_empty() && parsed.recycled_tail);
+        assert!(parsed.records.is_empty());
+        assert_eq!(parsed.end, SegmentEnd::Recycled);
+    }
+
+    #[test]
+    fn the_end_mark_ends_a_segment_cleanly_before_older_bytes() {
+        // A batch written over the middle of an older record: the end mark after it stops
+        // reading there, where the older bytes would read as a torn record.
+        let mut bytes = record(KIND_ACK, 41, Some(40), &[]);
+        let whole = bytes.len();
+        bytes.extend_from_slice(&END_MARK);
+        let old = record(KIND_MESSAGE, 12, Some(10), b"an older, longer record");
+        bytes.extend_from_slice(&old[HEADER + 3..]);
+        let parsed = parse_records(&bytes, 40);
+        assert_eq!(parsed.records, vec![(KIND_ACK, 41, &[][..])]);
+        assert_eq!((parsed.whole, parsed.end), (whole, SegmentEnd::Clean));
+        // Without the mark the same bytes read as torn.
+        let mut unmarked = bytes[..whole].to_vec();
+        unmarked.extend_from_slice(&bytes[whole + HEADER..]);
+        assert_eq!(parse_records(&unmarked, 40).end, SegmentEnd::Torn);
+        assert_eq!(parse_records(&bytes[..whole], 40).end, SegmentEnd::Clean);
     }
 
     /// A message job, with the receivers of what its caller hears.
@@ -1138,6 +1186,14 @@ mod tests {
         let kept = append_one(&mut writer, &[b'k'; 120]).unwrap();
         assert_eq!(kept.segment, writer.current.first_seq);
         assert_eq!(std::fs::metadata(&reused).unwrap().len(), old_len);
+        // Its ack, shorter than the old records, ends in the middle of one: the end mark
+        // keeps that from reading as a torn record.
+        ack_one(&mut writer, kept);
+        let bytes = std::fs::read(&reused).unwrap();
+        let parsed = parse_records(&bytes, kept.segment);
+        assert_eq!(parsed.records.len(), 2);
+        assert_eq!(parsed.end, SegmentEnd::Clean);
+        let kept = append_one(&mut writer, &[b'k'; 120]).unwrap();
         drop(writer);
         let spares = files_ending(&dir, SPARE_SUFFIX).len();
         assert!(spares > 0);
