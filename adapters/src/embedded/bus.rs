@@ -308,44 +308,54 @@ struct EmbeddedSubscription {
 #[async_trait]
 impl BusSubscription for EmbeddedSubscription {
     async fn next(&mut self) -> Option<ReceivedMessage> {
-        let ready = self.receiver.recv().await?;
-        let message = ready.message.clone();
-        let attempt = ready.attempt;
+        let Ready {
+            position,
+            message,
+            attempt,
+        } = self.receiver.recv().await?;
         Some(ReceivedMessage::new(
             message,
             attempt,
             Box::new(EmbeddedAcker {
                 inner: self.inner.clone(),
-                ready,
+                position,
+                attempt,
             }),
         ))
     }
 }
 
+/// Settles one delivered message: its place in the log and its attempt. A nack gets the
+/// message back to queue it again, so the acker keeps no copy of it.
 struct EmbeddedAcker {
     inner: Arc<Inner>,
-    ready: Ready,
+    position: Position,
+    attempt: u32,
 }
 
 #[async_trait]
 impl Acknowledger for EmbeddedAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         // A lost ack only redelivers the message after a crash; the processor dedupes it.
-        self.inner
-            .log
-            .ack(self.ready.position)
-            .await
-            .map_err(unavailable)
+        self.inner.log.ack(self.position).await.map_err(unavailable)
     }
 
-    async fn nack(self: Box<Self>) -> Result<(), BusError> {
-        let Self { inner, mut ready } = *self;
+    async fn nack(self: Box<Self>, message: BusMessage) -> Result<(), BusError> {
+        let Self {
+            inner,
+            position,
+            attempt,
+        } = *self;
         let delay = inner
             .config
             .redelivery_backoff
-            .saturating_mul(1 << ready.attempt.saturating_sub(1).min(16))
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(inner.config.max_backoff);
-        ready.attempt += 1;
+        let ready = Ready {
+            position,
+            message,
+            attempt: attempt + 1,
+        };
         let sender = inner.ready_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

@@ -175,7 +175,8 @@ impl Acknowledger for PubSubAcker {
         Ok(())
     }
 
-    async fn nack(self: Box<Self>) -> Result<(), BusError> {
+    async fn nack(self: Box<Self>, _message: BusMessage) -> Result<(), BusError> {
+        // Pub/Sub redelivers from its own copy.
         self.handler.nack();
         Ok(())
     }

@@ -59,8 +59,9 @@ pub trait BusSubscription: Send {
 pub trait Acknowledger: Send {
     /// Done with the message: the bus forgets it.
     async fn ack(self: Box<Self>) -> Result<(), BusError>;
-    /// Not done: the bus redelivers it later, after a backoff.
-    async fn nack(self: Box<Self>) -> Result<(), BusError>;
+    /// Not done: the bus redelivers it later, after a backoff. `message` is the message as
+    /// received, handed back so a bus that redelivers from memory need not keep a copy.
+    async fn nack(self: Box<Self>, message: BusMessage) -> Result<(), BusError>;
 }
 
 /// A message received from a subscription, with the handle that settles it.
@@ -89,6 +90,6 @@ impl ReceivedMessage {
 
     /// Nacks: the bus redelivers the message later.
     pub async fn nack(self) -> Result<(), BusError> {
-        self.acker.nack().await
+        self.acker.nack(self.message).await
     }
 }
