@@ -507,9 +507,11 @@ struct Writer {
     sync_failed: Arc<AtomicBool>,
     /// Fully acked segment files waiting to be written again as the next segments.
     spares: Vec<PathBuf>,
-    /// Segments read back from an earlier run: they may hold records without a segment field,
-    /// which a later life of the file could not tell from its own, so they are never recycled.
-    recovered: HashSet<u64>,
+    /// The first segment this run made. Every segment named below it was read back from an
+    /// earlier run and may hold records without a segment field, which a later life of the
+    /// file could not tell from its own, so it is never recycled. (New names are always past
+    /// every existing one.)
+    first_own: u64,
     /// Whether retired segments become spares: not after a failed write or sync, whose file
     /// the kernel may have left in any state.
     recycling: bool,
@@ -538,7 +540,6 @@ impl Writer {
     ) -> Result<Self, String> {
         let mut segments = segments;
         let mut spares = spares;
-        let recovered = segments.keys().copied().collect();
         let name = next_segment_name(&segments, next_seq);
         let (current, path) = create_from_spares(dir, &mut spares, name)?;
         segments.insert(name, path);
@@ -552,7 +553,7 @@ impl Writer {
             next_seq,
             sync_failed: Arc::new(AtomicBool::new(false)),
             spares,
-            recovered,
+            first_own: name,
             recycling: true,
             segment_bytes: SEGMENT_BYTES,
         })
@@ -579,10 +580,7 @@ impl Writer {
         let Some(path) = self.segments.remove(&first_seq) else {
             return;
         };
-        if self.recycling
-            && self.spares.len() < SPARE_SEGMENTS
-            && !self.recovered.contains(&first_seq)
-        {
+        if self.recycling && self.spares.len() < SPARE_SEGMENTS && first_seq >= self.first_own {
             let spare = self.dir.join(format!("{first_seq:020}{SPARE_SUFFIX}"));
             match std::fs::rename(&path, &spare) {
                 Ok(()) => {
