@@ -195,6 +195,7 @@ pub async fn build(
     let bus_config = EmbeddedBusConfig {
         capacity: args.bus_capacity,
         publish_timeout: args.bus_publish_timeout,
+        segment_bytes: args.bus_segment_bytes,
         ..EmbeddedBusConfig::default()
     };
     let bus: Arc<dyn EnvelopeBus> = match args.bus {

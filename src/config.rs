@@ -462,6 +462,11 @@ pub struct ServeArgs {
     /// Embedded bus: how long `/send` waits for room on a full bus before answering 503.
     #[arg(long, env = "BUS_PUBLISH_TIMEOUT", value_parser = duration, default_value = "5s")]
     pub bus_publish_timeout: Duration,
+    /// Embedded bus: bytes of log after which a segment file takes no more appends; a fully
+    /// acked segment is kept (two at most) to be written again.
+    #[arg(long, env = "BUS_SEGMENT_BYTES", default_value_t = 32 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub bus_segment_bytes: u64,
     /// How often expired envelopes are purged.
     #[arg(long, env = "PURGE_INTERVAL", value_parser = duration, default_value = "60s")]
     pub purge_interval: Duration,
@@ -550,5 +555,31 @@ mod tests {
         .err()
         .map(|e| e.kind());
         assert_eq!(err, Some(clap::error::ErrorKind::ValueValidation));
+    }
+
+    /// The bus segment size of `serve` parsed from `args`, or clap's error.
+    fn segment_bytes(args: &[&str]) -> Result<u64, clap::Error> {
+        match Cli::try_parse_from(args)?.command {
+            Command::Serve(serve) => Ok(serve.bus_segment_bytes),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn the_bus_segment_size_defaults_to_32_mib_and_refuses_less_than_4_kib() {
+        let base = ["envelope-router", "serve"];
+        assert_eq!(segment_bytes(&base).ok(), Some(32 * 1024 * 1024));
+        let with = |value: &str| {
+            let flag = format!("--bus-segment-bytes={value}");
+            segment_bytes(&[base[0], base[1], flag.as_str()])
+        };
+        assert_eq!(with("4096").ok(), Some(4096));
+        for bad in ["4095", "0", "-1", "lots"] {
+            assert_eq!(
+                with(bad).err().map(|e| e.kind()),
+                Some(clap::error::ErrorKind::ValueValidation),
+                "{bad}"
+            );
+        }
     }
 }

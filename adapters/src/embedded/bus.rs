@@ -17,7 +17,7 @@ use redb::TableDefinition;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::embedded::bus_log::{BusLog, Position};
+use crate::embedded::bus_log::{BusLog, Position, SEGMENT_BYTES};
 use crate::embedded::database::{EmbeddedDb, read_rows};
 use crate::error::AdapterError;
 
@@ -36,6 +36,8 @@ pub struct EmbeddedBusConfig {
     /// Longest redelivery delay. A nack is a transient failure: the message is retried until it
     /// is acked, never dead-lettered (the processor dead-letters permanent failures itself).
     pub max_backoff: Duration,
+    /// Bytes after which a bus log segment takes no more appends (`BUS_SEGMENT_BYTES`).
+    pub segment_bytes: u64,
 }
 
 impl Default for EmbeddedBusConfig {
@@ -45,6 +47,7 @@ impl Default for EmbeddedBusConfig {
             publish_timeout: Duration::from_secs(5),
             redelivery_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            segment_bytes: SEGMENT_BYTES,
         }
     }
 }
@@ -163,9 +166,11 @@ impl EmbeddedBus {
     /// Recovered messages count as redeliveries (attempt 2): an earlier run may have routed them.
     pub async fn open(dir: &Path, config: EmbeddedBusConfig) -> Result<Self, AdapterError> {
         let dir = dir.to_path_buf();
-        let (log, recovered) = tokio::task::spawn_blocking(move || BusLog::open(&dir))
-            .await
-            .map_err(|e| AdapterError::Database(e.to_string()))??;
+        let segment_bytes = config.segment_bytes;
+        let (log, recovered) =
+            tokio::task::spawn_blocking(move || BusLog::open(&dir, segment_bytes))
+                .await
+                .map_err(|e| AdapterError::Database(e.to_string()))??;
         let (ready_tx, ready_rx) = mpsc::channel(config.capacity.max(1));
         let bus = Self {
             inner: Arc::new(Inner {

@@ -42,8 +42,9 @@ use tracing::{error, warn};
 use crate::embedded::database::next_batch;
 use crate::error::AdapterError;
 
-/// A segment is closed for appends past this size, and a new one opened.
-const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+/// A segment is closed for appends past this size, and a new one opened (the default of
+/// `BUS_SEGMENT_BYTES`).
+pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Fully acked segments kept to be written again as later segments, at most.
 const SPARE_SEGMENTS: usize = 2;
@@ -254,8 +255,9 @@ fn io_error(context: &str, path: &Path, err: std::io::Error) -> String {
 
 impl BusLog {
     /// Opens (or creates) the log in `dir`, returns the unacked messages in bus order, and
-    /// starts the writer thread (which numbers every later message).
-    pub fn open(dir: &Path) -> Result<(Self, Vec<Recovered>), AdapterError> {
+    /// starts the writer thread (which numbers every later message and closes a segment for
+    /// appends once it holds `segment_bytes`).
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Self, Vec<Recovered>), AdapterError> {
         let fail = |cause: String| AdapterError::OpenDatabase {
             path: dir.display().to_string(),
             cause,
@@ -332,7 +334,8 @@ impl BusLog {
                 bytes,
             })
             .collect();
-        let writer = Writer::open(dir, kept, live, spares, next_seq).map_err(fail)?;
+        let writer =
+            Writer::open(dir, kept, live, spares, next_seq, segment_bytes).map_err(fail)?;
         let syncer = Syncer::new(writer.sync_failed.clone());
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         let (to_sync, written) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
@@ -515,7 +518,7 @@ struct Writer {
     /// Whether retired segments become spares: not after a failed write or sync, whose file
     /// the kernel may have left in any state.
     recycling: bool,
-    /// A segment is closed for appends past this size ([`SEGMENT_BYTES`]; tests use less).
+    /// A segment is closed for appends past this size.
     segment_bytes: u64,
 }
 
@@ -530,13 +533,15 @@ enum Answer {
 
 impl Writer {
     /// A writer over the `segments` kept from earlier runs (with their `live` counts) and the
-    /// `spares` left by them, appending to a new segment from `next_seq` on.
+    /// `spares` left by them, appending to a new segment from `next_seq` on and closing each
+    /// segment past `segment_bytes`.
     fn open(
         dir: &Path,
         segments: BTreeMap<u64, PathBuf>,
         live: HashMap<u64, usize>,
         spares: Vec<PathBuf>,
         next_seq: u64,
+        segment_bytes: u64,
     ) -> Result<Self, String> {
         let mut segments = segments;
         let mut spares = spares;
@@ -555,7 +560,7 @@ impl Writer {
             spares,
             first_own: name,
             recycling: true,
-            segment_bytes: SEGMENT_BYTES,
+            segment_bytes,
         })
     }
 
@@ -887,7 +892,15 @@ mod tests {
 
     /// A writer on an empty `dir`, numbering from 1.
     fn new_writer(dir: &Path) -> Writer {
-        Writer::open(dir, BTreeMap::new(), HashMap::new(), Vec::new(), 1).unwrap()
+        Writer::open(
+            dir,
+            BTreeMap::new(),
+            HashMap::new(),
+            Vec::new(),
+            1,
+            SEGMENT_BYTES,
+        )
+        .unwrap()
     }
 
     /// One record as bytes.
@@ -1129,7 +1142,7 @@ mod tests {
         );
         append_one(&mut writer, b"kept").unwrap();
         drop(writer);
-        let (_log, recovered) = BusLog::open(&dir).unwrap();
+        let (_log, recovered) = BusLog::open(&dir, SEGMENT_BYTES).unwrap();
         let bytes: Vec<_> = recovered.iter().map(|r| r.bytes.clone()).collect();
         assert_eq!(bytes, vec![b"kept".to_vec()]);
         let _ = std::fs::remove_dir_all(&dir);
@@ -1195,7 +1208,7 @@ mod tests {
         drop(writer);
         let spares = files_ending(&dir, SPARE_SUFFIX).len();
         assert!(spares > 0);
-        let (log, recovered) = BusLog::open(&dir).unwrap();
+        let (log, recovered) = BusLog::open(&dir, SEGMENT_BYTES).unwrap();
         let bytes: Vec<_> = recovered.iter().map(|r| r.bytes.clone()).collect();
         assert_eq!(bytes, vec![vec![b'k'; 120]], "no old record comes back");
         assert_eq!(recovered[0].segment, kept.segment);
@@ -1244,7 +1257,7 @@ mod tests {
     #[tokio::test]
     async fn unacked_messages_come_back_and_acked_segments_go() {
         let dir = temp_dir("recover");
-        let (log, recovered) = BusLog::open(&dir).unwrap();
+        let (log, recovered) = BusLog::open(&dir, SEGMENT_BYTES).unwrap();
         assert!(recovered.is_empty());
         let a = append(&log, b"a").await.unwrap();
         let b = append(&log, b"b").await.unwrap();
@@ -1253,7 +1266,7 @@ mod tests {
         drop(log);
         // The writer thread ends once every handle is gone; give it a moment to close files.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let (log, recovered) = BusLog::open(&dir).unwrap();
+        let (log, recovered) = BusLog::open(&dir, SEGMENT_BYTES).unwrap();
         let seqs: Vec<_> = recovered.iter().map(|r| (r.seq, r.bytes.clone())).collect();
         assert_eq!(seqs, vec![(b.seq, b"b".to_vec())]);
         // Numbering goes on after the last record of the earlier run.
@@ -1283,7 +1296,7 @@ mod tests {
         assert!(dir.join(DEAD_LETTER_FILE).exists());
         drop(log);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let (_log, recovered) = BusLog::open(&dir).unwrap();
+        let (_log, recovered) = BusLog::open(&dir, SEGMENT_BYTES).unwrap();
         assert!(recovered.is_empty(), "dead letters are not redelivered");
         let _ = std::fs::remove_dir_all(&dir);
     }
