@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::harness::{CIPHERTEXT_B64, Server, envelope, token, unique, user};
+use crate::harness::{CIPHERTEXT_B64, Server, WsClient, envelope, token, unique, user};
 
 #[tokio::test]
 async fn envelope_survives_a_restart_between_send_and_connect() -> Result<()> {
@@ -16,6 +16,23 @@ async fn envelope_survives_a_restart_between_send_and_connect() -> Result<()> {
     let mut session = server.connect(&token(&bob)).await?;
     assert_eq!(session.envelope().await?.0, id);
     Ok(())
+}
+
+/// The ids of the next `count` envelopes `session` receives, in order, acking them
+/// `per_ack` at a time.
+async fn receive_acking(
+    session: &mut WsClient,
+    count: usize,
+    per_ack: usize,
+) -> Result<Vec<String>> {
+    let mut received = Vec::with_capacity(count);
+    while received.len() < count {
+        received.push(session.envelope().await?.0);
+        if received.len() % per_ack == 0 {
+            session.ack(&received[received.len() - per_ack..]).await?;
+        }
+    }
+    Ok(received)
 }
 
 #[tokio::test]
@@ -33,14 +50,7 @@ async fn kill_9_right_after_202_loses_nothing() -> Result<()> {
     // No pause: some envelopes are still on the bus, not yet routed, when the process dies.
     let server = server.kill9().await?.restart().await?;
     let mut session = server.connect(&token(&bob)).await?;
-    let mut received = Vec::new();
-    while received.len() < accepted.len() {
-        let (id, _) = session.envelope().await?;
-        received.push(id);
-        if received.len() % 20 == 0 {
-            session.ack(&received[received.len() - 20..]).await?;
-        }
-    }
+    let mut received = receive_acking(&mut session, accepted.len(), 20).await?;
     received.sort();
     received.dedup();
     accepted.sort();
@@ -76,14 +86,7 @@ async fn kill_9_over_reused_bus_segments_loses_nothing() -> Result<()> {
     assert!(spares > 0, "acked segments are kept to be reused");
     let server = server.kill9().await?.restart().await?;
     let mut session = server.connect(&token(&bob)).await?;
-    let mut received = Vec::new();
-    while received.len() < accepted.len() {
-        let (id, _) = session.envelope().await?;
-        received.push(id);
-        if received.len() % 50 == 0 {
-            session.ack(&received[received.len() - 50..]).await?;
-        }
-    }
+    let received = receive_acking(&mut session, accepted.len(), 50).await?;
     session.expect_silence(Duration::from_millis(500)).await?;
     let mut unique = received.clone();
     unique.sort();
