@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::clock::IdGenerator;
 use crate::error::EnvelopeError;
@@ -162,31 +162,29 @@ enum WirePriority {
     Text(String),
 }
 
-/// The canonical JSON written by the router (standard padded base64, defaults omitted).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireOut<'a> {
-    message_id: &'a str,
-    recipient_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sender_id: Option<&'a str>,
-    encrypted_data: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    encrypted_symmetric_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    signature: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    is_ephemeral: bool,
-    #[serde(skip_serializing_if = "is_zero")]
-    priority: u8,
-}
-
-/// The bytes of [`WireOut`]'s JSON besides its string values: keys, quotes, punctuation and
-/// the flag and priority (≈130 with every field present).
+/// The bytes of the canonical JSON besides its string values: keys, quotes, punctuation and
+/// the flag and priority (≈130 with every field present), plus room for escapes in the ids.
 const JSON_FRAMING: usize = 160;
 
-fn is_zero(value: &u8) -> bool {
-    *value == 0
+/// The error for a body `serde_json` refused with `err`, naming the field where it went wrong.
+///
+/// The path is found by parsing again with `serde_path_to_error`: tracking it costs about as
+/// much as the parse itself, so a body that parses never pays for it.
+fn malformed(body: &[u8], err: serde_json::Error) -> EnvelopeError {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, WireIn>(de) {
+        Err(tracked) => {
+            let path = tracked.path().to_string();
+            let inner = tracked.into_inner();
+            if path.is_empty() || path == "." {
+                EnvelopeError::MalformedJson(inner.to_string())
+            } else {
+                EnvelopeError::MalformedJson(format!("{path}: {inner}"))
+            }
+        }
+        // The value parsed, so what `err` found is after it: trailing characters.
+        Ok(_) => EnvelopeError::MalformedJson(err.to_string()),
+    }
 }
 
 /// Checks a ProtoJSON bytes field (standard or URL-safe alphabet, padded or not).
@@ -205,18 +203,7 @@ impl EnvelopeDraft {
                 "the envelope must be a JSON object".into(),
             ));
         }
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        let wire: WireIn = serde_path_to_error::deserialize(&mut *de).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            if path.is_empty() || path == "." {
-                EnvelopeError::MalformedJson(inner.to_string())
-            } else {
-                EnvelopeError::MalformedJson(format!("{path}: {inner}"))
-            }
-        })?;
-        de.end()
-            .map_err(|err| EnvelopeError::MalformedJson(err.to_string()))?;
+        let wire: WireIn = serde_json::from_slice(body).map_err(|err| malformed(body, err))?;
 
         let recipient = match wire.recipient_id.as_deref() {
             None | Some("") => return Err(EnvelopeError::MissingField("recipientId")),
@@ -302,33 +289,82 @@ impl Envelope {
         })
     }
 
-    /// The canonical JSON the router stores and delivers, written into a buffer sized for it
-    /// up front: growing it by doubling would copy the ciphertext several times.
+    /// The canonical JSON the router stores and delivers: camelCase names in a fixed order,
+    /// standard padded base64, defaults (`false`, priority 0, absent fields) left out.
+    ///
+    /// Written by hand into a buffer sized up front. The base64 fields, almost all of it, are
+    /// copied as they are: [`Opaque`] holds only `A-Z a-z 0-9 + / =`, which JSON never
+    /// escapes, so scanning them for escapes (as a serializer would) is wasted work. The ids
+    /// go through `serde_json`'s string writer, which escapes what a URN may hold.
     pub fn to_json(&self) -> String {
-        let wire = WireOut {
-            message_id: self.message_id.as_str(),
-            recipient_id: self.recipient.as_str(),
-            sender_id: self.sender.as_ref().map(UserUrn::as_str),
-            encrypted_data: self.encrypted_data.as_base64(),
-            encrypted_symmetric_key: self.encrypted_symmetric_key.as_ref().map(Opaque::as_base64),
-            signature: self.signature.as_ref().map(Opaque::as_base64),
-            is_ephemeral: self.ephemeral,
-            priority: self.priority.value(),
-        };
-        let texts = [
-            Some(wire.message_id),
-            Some(wire.recipient_id),
-            wire.sender_id,
-            Some(wire.encrypted_data),
-            wire.encrypted_symmetric_key,
-            wire.signature,
+        let ids = [
+            Some(self.message_id.as_str()),
+            Some(self.recipient.as_str()),
+            self.sender.as_ref().map(UserUrn::as_str),
         ];
-        let capacity = JSON_FRAMING + texts.iter().flatten().map(|t| t.len()).sum::<usize>();
-        let mut json = Vec::with_capacity(capacity);
-        serde_json::to_writer(&mut json, &wire)
-            .unwrap_or_else(|_| unreachable!("serialising strings and integers cannot fail"));
-        String::from_utf8(json).unwrap_or_else(|_| unreachable!("serde_json writes UTF-8"))
+        let opaques = [
+            Some(&self.encrypted_data),
+            self.encrypted_symmetric_key.as_ref(),
+            self.signature.as_ref(),
+        ];
+        let capacity = JSON_FRAMING
+            + ids.iter().flatten().map(|t| t.len()).sum::<usize>()
+            + opaques
+                .iter()
+                .flatten()
+                .map(|o| o.as_base64().len())
+                .sum::<usize>();
+        let mut json = String::with_capacity(capacity);
+        json.push('{');
+        push_text(&mut json, "messageId", self.message_id.as_str());
+        json.push(',');
+        push_text(&mut json, "recipientId", self.recipient.as_str());
+        if let Some(sender) = &self.sender {
+            json.push(',');
+            push_text(&mut json, "senderId", sender.as_str());
+        }
+        push_opaque(&mut json, "encryptedData", &self.encrypted_data);
+        if let Some(key) = &self.encrypted_symmetric_key {
+            push_opaque(&mut json, "encryptedSymmetricKey", key);
+        }
+        if let Some(signature) = &self.signature {
+            push_opaque(&mut json, "signature", signature);
+        }
+        if self.ephemeral {
+            json.push_str(",\"isEphemeral\":true");
+        }
+        if self.priority.value() != 0 {
+            json.push_str(",\"priority\":");
+            json.push(char::from(b'0' + self.priority.value()));
+        }
+        json.push('}');
+        json
     }
+}
+
+/// Appends `"name":` and `text` as a JSON string, escaped where JSON needs it.
+fn push_text(json: &mut String, name: &str, text: &str) {
+    json.push('"');
+    json.push_str(name);
+    json.push_str("\":");
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        json.push('"');
+        json.push_str(text);
+        json.push('"');
+    } else {
+        let escaped = serde_json::to_string(text)
+            .unwrap_or_else(|_| unreachable!("serialising a string cannot fail"));
+        json.push_str(&escaped);
+    }
+}
+
+/// Appends `,"name":"<base64>"`: canonical base64 needs no escapes.
+fn push_opaque(json: &mut String, name: &str, opaque: &Opaque) {
+    json.push_str(",\"");
+    json.push_str(name);
+    json.push_str("\":\"");
+    json.push_str(opaque.as_base64());
+    json.push('"');
 }
 
 impl fmt::Debug for EnvelopeDraft {
@@ -360,6 +396,45 @@ impl fmt::Debug for Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canonical JSON as `serde_json` writes it from a struct: the reference the hand-written
+    /// [`Envelope::to_json`] must match byte for byte.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct WireOut<'a> {
+        message_id: &'a str,
+        recipient_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender_id: Option<&'a str>,
+        encrypted_data: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encrypted_symmetric_key: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signature: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_ephemeral: bool,
+        #[serde(skip_serializing_if = "is_zero")]
+        priority: u8,
+    }
+
+    fn is_zero(value: &u8) -> bool {
+        *value == 0
+    }
+
+    /// [`Envelope::to_json`] as `serde_json` writes it.
+    fn reference_json(env: &Envelope) -> String {
+        serde_json::to_string(&WireOut {
+            message_id: env.message_id.as_str(),
+            recipient_id: env.recipient.as_str(),
+            sender_id: env.sender.as_ref().map(UserUrn::as_str),
+            encrypted_data: env.encrypted_data.as_base64(),
+            encrypted_symmetric_key: env.encrypted_symmetric_key.as_ref().map(Opaque::as_base64),
+            signature: env.signature.as_ref().map(Opaque::as_base64),
+            is_ephemeral: env.ephemeral,
+            priority: env.priority.value(),
+        })
+        .unwrap()
+    }
     use crate::clock::UuidV7Ids;
     use proptest::prelude::*;
 
@@ -431,6 +506,14 @@ mod tests {
             ),
             (r#"{"recipientId":5,"encryptedData":"aGk="}"#, "recipientId"),
             (r#"{"recipientId":"a:b","encryptedData":"aGk="}"#, "URN"),
+            (
+                r#"{"recipientId":"b","encryptedData":"aGk=","isEphemeral":"yes"}"#,
+                "isEphemeral: invalid type",
+            ),
+            (
+                r#"{"recipientId":"b","encryptedData":"aGk="} {}"#,
+                "trailing characters",
+            ),
         ];
         for (json, needle) in cases {
             let err = parse(json).unwrap_err().to_string();
@@ -494,7 +577,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ids_that_need_escapes_are_escaped() {
+        let env = parse(r#"{"recipientId":"urn:x:user:b\"o\\b","encryptedData":"aGk="}"#)
+            .unwrap()
+            .into_envelope(&UuidV7Ids);
+        let json = env.to_json();
+        assert!(
+            json.contains(r#""recipientId":"urn:x:user:b\"o\\b""#),
+            "{json}"
+        );
+        assert_eq!(json, reference_json(&env));
+        assert_eq!(Envelope::from_json(json.as_bytes()).unwrap(), env);
+    }
+
     proptest! {
+        #[test]
+        fn canonical_json_is_what_serde_json_writes(
+            data in proptest::collection::vec(any::<u8>(), 1..300),
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64)),
+            signature in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64)),
+            id in "[A-Za-z0-9._:-]{1,128}",
+            recipient in "[a-z\"\\\\é€😀]{1,20}",
+            sender in proptest::option::of("[A-Za-z0-9\"\\\\ü]{1,20}"),
+            priority in 0u8..=9,
+            ephemeral in any::<bool>(),
+        ) {
+            let env = Envelope {
+                message_id: MessageId::parse(&id).unwrap(),
+                recipient: UserUrn::parse(&format!("urn:x:user:{recipient}")).unwrap(),
+                sender: sender.map(|s| UserUrn::parse(&format!("urn:x:user:{s}")).unwrap()),
+                encrypted_data: Opaque::from_bytes(&data),
+                encrypted_symmetric_key: key.as_deref().map(Opaque::from_bytes),
+                signature: signature.as_deref().map(Opaque::from_bytes),
+                ephemeral,
+                priority: Priority::new(i64::from(priority)).unwrap(),
+            };
+            let json = env.to_json();
+            prop_assert_eq!(&json, &reference_json(&env));
+            prop_assert_eq!(Envelope::from_json(json.as_bytes()).unwrap(), env);
+        }
+
         #[test]
         fn parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = EnvelopeDraft::from_json(&body);
