@@ -55,21 +55,44 @@ pub async fn run(addr: &str, load: &Load) -> Result<Outcome> {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // Every publisher is made and connected before the clock starts: making a client takes
+    // tens of milliseconds, and 64 of them made one after another on the clock would leave
+    // the last senders starting seconds late, their share of the run lost to the baseline.
+    let (connected_tx, mut connected) = mpsc::channel::<()>(load.senders.max(1));
+    let mut publishers = Vec::with_capacity(load.senders);
+    for s in 0..load.senders {
+        let (publisher, mut eventloop) = client(format!("bench-s{s}-{}", std::process::id()), port);
+        let (acks_tx, acks) = mpsc::channel::<()>(1024);
+        let connected_tx = connected_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    Event::Incoming(Packet::ConnAck(_)) => {
+                        let _ = connected_tx.try_send(());
+                    }
+                    // Never block the event loop: in open loop nobody waits for acks.
+                    Event::Incoming(Packet::PubAck(_)) => {
+                        let _ = acks_tx.try_send(());
+                    }
+                    _ => {}
+                }
+            }
+        }));
+        publishers.push((publisher, acks));
+    }
+    for _ in 0..load.senders {
+        tokio::time::timeout(Duration::from_secs(10), connected.recv())
+            .await
+            .ok()
+            .flatten()
+            .context("a publisher did not connect to Mosquitto within 10 s")?;
+    }
+
     let accepted = Arc::new(Mutex::new(HashSet::new()));
     let sending_started = Instant::now();
     let deadline = sending_started + load.duration;
     let mut senders = Vec::new();
-    for s in 0..load.senders {
-        let (publisher, mut eventloop) = client(format!("bench-s{s}-{}", std::process::id()), port);
-        let (acks_tx, mut acks) = mpsc::channel::<()>(1024);
-        tasks.push(tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                // Never block the event loop: in open loop nobody waits for acks.
-                if let Event::Incoming(Packet::PubAck(_)) = event {
-                    let _ = acks_tx.try_send(());
-                }
-            }
-        }));
+    for (s, (publisher, mut acks)) in publishers.into_iter().enumerate() {
         let accepted = accepted.clone();
         let receivers = load.receivers;
         let payload = load.payload;

@@ -240,3 +240,35 @@ fn an_ack_interval_that_is_not_a_duration_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--ack-interval"), "{stderr}");
 }
+
+/// The sender a [`bench::message_id`] names (`t<µs>-s<sender>-<seq>`).
+fn sender_of(id: &str) -> Option<usize> {
+    id.split('-').nth(1)?.strip_prefix('s')?.parse().ok()
+}
+
+/// Every baseline publisher is connected before the clock starts, so each of 64 senders
+/// publishes within a one-second open-loop run. Made on the clock, one after another, the
+/// clients took ~45 ms each here: the later senders started past the run's end, and the
+/// baseline was measured at a fraction of its offered rate.
+#[tokio::test]
+async fn every_baseline_sender_publishes_from_the_start() {
+    let broker = bench::processes::start_mosquitto(&mosquitto_bin()).expect("mosquitto");
+    let load = Load {
+        senders: 64,
+        rate: Some(640),
+        ..tiny_load()
+    };
+    let outcome = bench::mqtt_load::run(&broker.addr, &load)
+        .await
+        .expect("baseline run");
+    let senders: std::collections::BTreeSet<usize> = outcome
+        .accepted
+        .iter()
+        .filter_map(|id| sender_of(id))
+        .collect();
+    let missing: Vec<usize> = (0..64).filter(|s| !senders.contains(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "senders that never published: {missing:?}"
+    );
+}
