@@ -334,6 +334,7 @@ impl Envelope {
             json.push_str(",\"isEphemeral\":true");
         }
         if self.priority.value() != 0 {
+            // One digit: a `Priority` is 0–9.
             json.push_str(",\"priority\":");
             json.push(char::from(b'0' + self.priority.value()));
         }
@@ -396,6 +397,8 @@ impl fmt::Debug for Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::UuidV7Ids;
+    use proptest::prelude::*;
 
     /// The canonical JSON as `serde_json` writes it from a struct: the reference the hand-written
     /// [`Envelope::to_json`] must match byte for byte.
@@ -435,8 +438,6 @@ mod tests {
         })
         .unwrap()
     }
-    use crate::clock::UuidV7Ids;
-    use proptest::prelude::*;
 
     fn parse(json: &str) -> Result<EnvelopeDraft, EnvelopeError> {
         EnvelopeDraft::from_json(json.as_bytes())
