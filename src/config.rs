@@ -464,7 +464,7 @@ pub struct ServeArgs {
     pub bus_publish_timeout: Duration,
     /// Embedded bus: bytes of log after which a segment file takes no more appends; a fully
     /// acked segment is kept (two at most) to be written again.
-    #[arg(long, env = "BUS_SEGMENT_BYTES", default_value_t = 32 * 1024 * 1024,
+    #[arg(long, env = "BUS_SEGMENT_BYTES", default_value_t = adapters::embedded::bus_log::SEGMENT_BYTES,
           value_parser = clap::value_parser!(u64).range(4096..))]
     pub bus_segment_bytes: u64,
     /// How often expired envelopes are purged.

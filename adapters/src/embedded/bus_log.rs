@@ -49,6 +49,9 @@ pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Fully acked segments kept to be written again as later segments, at most.
 const SPARE_SEGMENTS: usize = 2;
 
+/// The file name ending of a segment.
+const SEGMENT_SUFFIX: &str = ".log";
+
 /// The file name ending of a spare segment.
 const SPARE_SUFFIX: &str = ".spare";
 
@@ -73,7 +76,17 @@ const SEGMENT_FIELD: u8 = 2;
 
 /// The segment file name of the segment starting at `seq` (sorts by name as by number).
 fn segment_name(first_seq: u64) -> String {
-    format!("{first_seq:020}.log")
+    numbered_name(first_seq, SEGMENT_SUFFIX)
+}
+
+/// The file name a retired segment starting at `seq` is kept under as a spare.
+fn spare_name(first_seq: u64) -> String {
+    numbered_name(first_seq, SPARE_SUFFIX)
+}
+
+/// `first_seq`, zero-padded to sort by name as by number, then `suffix`.
+fn numbered_name(first_seq: u64, suffix: &str) -> String {
+    format!("{first_seq:020}{suffix}")
 }
 
 /// The dead-letter file: messages the processor could never route, kept for an operator.
@@ -275,7 +288,7 @@ impl BusLog {
                 name.strip_suffix(suffix)
                     .and_then(|n| n.parse::<u64>().ok())
             };
-            if let Some(first) = numbered(".log") {
+            if let Some(first) = numbered(SEGMENT_SUFFIX) {
                 segments.push((first, entry.path()));
             } else if numbered(SPARE_SUFFIX).is_some() {
                 spares.push(entry.path());
@@ -586,7 +599,7 @@ impl Writer {
             return;
         };
         if self.recycling && self.spares.len() < SPARE_SEGMENTS && first_seq >= self.first_own {
-            let spare = self.dir.join(format!("{first_seq:020}{SPARE_SUFFIX}"));
+            let spare = self.dir.join(spare_name(first_seq));
             match std::fs::rename(&path, &spare) {
                 Ok(()) => {
                     self.spares.push(spare);
