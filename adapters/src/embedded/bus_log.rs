@@ -10,7 +10,8 @@
 //!
 //! The writer thread hands each written batch to a syncer thread and goes on writing, so a
 //! message written while a sync runs is handed on at once; one `fdatasync` covers every
-//! batch written before it began.
+//! batch written before it began. Both threads look for work for a moment before they sleep
+//! ([`linger`]), so under load they are seldom woken.
 //!
 //! A fully acked segment is kept as a spare (`<first>.spare`, up to [`SPARE_SEGMENTS`]) and
 //! renamed into place as a later segment, whose records overwrite its old ones from the start:
@@ -35,11 +36,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::TryRecvError;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
 
 use crate::embedded::database::next_batch;
+use crate::embedded::linger::{LINGER, Look, linger};
 use crate::error::AdapterError;
 
 /// A segment is closed for appends past this size, and a new one opened (the default of
@@ -827,9 +830,22 @@ impl Syncer {
         }
     }
 
-    /// Takes every batch written so far, syncs it, and waits for the next.
+    /// Takes every batch written so far, syncs it, and waits for the next (lingering before
+    /// it sleeps, see [`linger`]).
     fn run(mut self, written: std::sync::mpsc::Receiver<WrittenBatch>) {
-        while let Ok(first) = written.recv() {
+        loop {
+            let first = match linger(LINGER, || match written.try_recv() {
+                Ok(batch) => Look::Found(batch),
+                Err(TryRecvError::Empty) => Look::Empty,
+                Err(TryRecvError::Disconnected) => Look::Closed,
+            }) {
+                Look::Found(batch) => batch,
+                Look::Closed => return,
+                Look::Empty => match written.recv() {
+                    Ok(batch) => batch,
+                    Err(_) => return,
+                },
+            };
             let mut batches = vec![first];
             batches.extend(written.try_iter().take(SYNC_QUEUE));
             self.sync(batches);

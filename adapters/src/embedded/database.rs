@@ -13,6 +13,7 @@ use redb::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
+use crate::embedded::linger::{LINGER, Look, linger};
 use crate::error::AdapterError;
 
 /// Most write operations the writer takes from its queue at once.
@@ -370,10 +371,19 @@ where
     Ok(Some(rows))
 }
 
-/// Group commit's intake: waits for one job, then takes every job already queued behind it,
-/// up to `max`; `None` once every sender is gone. Blocking: for writer threads only.
+/// Group commit's intake: waits for one job (lingering before it sleeps, see [`linger`]),
+/// then takes every job already queued behind it, up to `max`; `None` once every sender is
+/// gone. Blocking: for writer threads only.
 pub(crate) fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let first = queue.blocking_recv()?;
+    let first = match linger(LINGER, || match queue.try_recv() {
+        Ok(job) => Look::Found(job),
+        Err(mpsc::error::TryRecvError::Empty) => Look::Empty,
+        Err(mpsc::error::TryRecvError::Disconnected) => Look::Closed,
+    }) {
+        Look::Found(job) => job,
+        Look::Closed => return None,
+        Look::Empty => queue.blocking_recv()?,
+    };
     Some(drain_behind(queue, first, max))
 }
 

@@ -6,6 +6,7 @@ pub mod database;
 pub mod delivery_channel;
 pub mod device_tokens;
 pub mod envelope_store;
+pub mod linger;
 pub mod presence;
 pub mod push_log;
 pub mod rate_limit;
