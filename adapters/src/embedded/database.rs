@@ -375,16 +375,21 @@ where
 /// then takes every job already queued behind it, up to `max`; `None` once every sender is
 /// gone. Blocking: for writer threads only.
 pub(crate) fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let first = match linger(LINGER, || match queue.try_recv() {
-        Ok(job) => Look::Found(job),
-        Err(mpsc::error::TryRecvError::Empty) => Look::Empty,
-        Err(mpsc::error::TryRecvError::Disconnected) => Look::Closed,
-    }) {
+    let first = match linger(LINGER, || look(queue)) {
         Look::Found(job) => job,
         Look::Closed => return None,
         Look::Empty => queue.blocking_recv()?,
     };
     Some(drain_behind(queue, first, max))
+}
+
+/// What `queue` holds now, without waiting (and without leaving a waker to be woken by).
+fn look<T>(queue: &mut mpsc::Receiver<T>) -> Look<T> {
+    match queue.try_recv() {
+        Ok(job) => Look::Found(job),
+        Err(mpsc::error::TryRecvError::Empty) => Look::Empty,
+        Err(mpsc::error::TryRecvError::Disconnected) => Look::Closed,
+    }
 }
 
 /// `first` and every job already queued behind it, up to `max`.
@@ -426,7 +431,8 @@ struct Writer {
 
 impl Writer {
     /// Applies jobs as they come and commits when a batch asks for it, when the open
-    /// transaction reaches its deadline or size, and when every sender is gone.
+    /// transaction reaches its deadline or size, and when every sender is gone. Between
+    /// batches it lingers (see [`linger`]), never past the open transaction's deadline.
     fn run(mut self, clock: &tokio::runtime::Runtime, mut jobs: mpsc::Receiver<WriteJob>) {
         loop {
             let batch = match self
@@ -436,9 +442,20 @@ impl Writer {
             {
                 None => next_batch(&mut jobs, MAX_BATCH),
                 Some(deadline) => {
-                    let deadline = tokio::time::Instant::from_std(deadline);
-                    let first = clock
-                        .block_on(async { tokio::time::timeout_at(deadline, jobs.recv()).await });
+                    let lingered = linger(
+                        LINGER.min(deadline.saturating_duration_since(Instant::now())),
+                        || look(&mut jobs),
+                    );
+                    let first = match lingered {
+                        Look::Found(first) => Ok(Some(first)),
+                        Look::Closed => Ok(None),
+                        Look::Empty => {
+                            let deadline = tokio::time::Instant::from_std(deadline);
+                            clock.block_on(async {
+                                tokio::time::timeout_at(deadline, jobs.recv()).await
+                            })
+                        }
+                    };
                     match first {
                         Err(_elapsed) => {
                             self.commit();

@@ -7,11 +7,19 @@
 //! woken, and its batches grow. `yield_now` hands the CPU to any thread that can run, so a
 //! lingering writer costs the others little; with nothing else to run, it costs at most
 //! [`LINGER`] per wait (docs/performance.md, profiling log entry 44).
+//!
+//! A writer yields at most [`MAX_YIELDS`] times per wait: on Linux each `sched_yield` with
+//! other threads runnable may push the yielding thread's scheduling deadline back by a time
+//! slice, and many of them in a row could leave it waiting behind every other thread on its
+//! core with a job already queued.
 
 use std::time::{Duration, Instant};
 
 /// How long a writer thread keeps looking for work before it sleeps on its queue.
 pub const LINGER: Duration = Duration::from_micros(50);
+
+/// Most times a writer thread yields the CPU while it lingers, within [`LINGER`].
+pub const MAX_YIELDS: u32 = 4;
 
 /// What one non-blocking look at a queue found.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,13 +33,17 @@ pub enum Look<T> {
 }
 
 /// Looks with `look` until it finds a job or the queue is closed, yielding the CPU between
-/// looks, for at most `linger`; then answers what the last look found ([`Look::Empty`] once
-/// `linger` has passed, and the caller sleeps on its queue).
+/// looks, for at most `linger` and [`MAX_YIELDS`] yields; then answers what the last look
+/// found ([`Look::Empty`] once either has run out, and the caller sleeps on its queue).
 pub fn linger<T>(linger: Duration, mut look: impl FnMut() -> Look<T>) -> Look<T> {
     let start = Instant::now();
+    let mut yields = 0;
     loop {
         match look() {
-            Look::Empty if start.elapsed() < linger => std::thread::yield_now(),
+            Look::Empty if yields < MAX_YIELDS && start.elapsed() < linger => {
+                std::thread::yield_now();
+                yields += 1;
+            }
             found => return found,
         }
     }
@@ -46,13 +58,13 @@ mod tests {
         let mut looks = 0;
         let found = linger(Duration::from_secs(60), || {
             looks += 1;
-            if looks < 4 {
+            if looks <= MAX_YIELDS {
                 Look::Empty
             } else {
                 Look::Found(looks)
             }
         });
-        assert_eq!(found, Look::Found(4));
+        assert_eq!(found, Look::Found(MAX_YIELDS + 1));
     }
 
     #[test]
@@ -66,15 +78,24 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_queue_is_given_up_once_the_time_has_passed() {
+    fn an_empty_queue_is_given_up_after_the_last_yield() {
         let mut looks = 0;
-        let start = Instant::now();
-        let found: Look<()> = linger(Duration::from_millis(5), || {
+        let found: Look<()> = linger(Duration::from_secs(60), || {
             looks += 1;
             Look::Empty
         });
-        assert_eq!(found, Look::Empty);
-        assert!(start.elapsed() >= Duration::from_millis(5));
-        assert!(looks > 1, "looked again before giving up");
+        assert_eq!((found, looks), (Look::Empty, MAX_YIELDS + 1));
+    }
+
+    #[test]
+    fn an_empty_queue_is_given_up_once_the_time_has_passed() {
+        let mut looks = 0;
+        let found: Look<()> = linger(Duration::from_millis(5), || {
+            looks += 1;
+            // Each look takes 3 ms: the time runs out before the yields do.
+            std::thread::sleep(Duration::from_millis(3));
+            Look::Empty
+        });
+        assert_eq!((found, looks), (Look::Empty, 2));
     }
 }
