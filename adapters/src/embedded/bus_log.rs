@@ -36,7 +36,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::TryRecvError;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
@@ -834,11 +833,7 @@ impl Syncer {
     /// it sleeps, see [`linger`]).
     fn run(mut self, written: std::sync::mpsc::Receiver<WrittenBatch>) {
         loop {
-            let first = match linger(LINGER, || match written.try_recv() {
-                Ok(batch) => Look::Found(batch),
-                Err(TryRecvError::Empty) => Look::Empty,
-                Err(TryRecvError::Disconnected) => Look::Closed,
-            }) {
+            let first = match linger(LINGER, || written.try_recv().into()) {
                 Look::Found(batch) => batch,
                 Look::Closed => return,
                 Look::Empty => match written.recv() {

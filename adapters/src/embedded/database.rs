@@ -375,21 +375,12 @@ where
 /// then takes every job already queued behind it, up to `max`; `None` once every sender is
 /// gone. Blocking: for writer threads only.
 pub(crate) fn next_batch<T>(queue: &mut mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
-    let first = match linger(LINGER, || look(queue)) {
+    let first = match linger(LINGER, || queue.try_recv().into()) {
         Look::Found(job) => job,
         Look::Closed => return None,
         Look::Empty => queue.blocking_recv()?,
     };
     Some(drain_behind(queue, first, max))
-}
-
-/// What `queue` holds now, without waiting (and without leaving a waker to be woken by).
-fn look<T>(queue: &mut mpsc::Receiver<T>) -> Look<T> {
-    match queue.try_recv() {
-        Ok(job) => Look::Found(job),
-        Err(mpsc::error::TryRecvError::Empty) => Look::Empty,
-        Err(mpsc::error::TryRecvError::Disconnected) => Look::Closed,
-    }
 }
 
 /// `first` and every job already queued behind it, up to `max`.
@@ -444,7 +435,7 @@ impl Writer {
                 Some(deadline) => {
                     let lingered = linger(
                         LINGER.min(deadline.saturating_duration_since(Instant::now())),
-                        || look(&mut jobs),
+                        || jobs.try_recv().into(),
                     );
                     let first = match lingered {
                         Look::Found(first) => Ok(Some(first)),

@@ -32,6 +32,30 @@ pub enum Look<T> {
     Closed,
 }
 
+impl<T> From<Result<T, tokio::sync::mpsc::error::TryRecvError>> for Look<T> {
+    /// What a tokio queue's `try_recv` found (it leaves no waker to be woken by).
+    fn from(taken: Result<T, tokio::sync::mpsc::error::TryRecvError>) -> Self {
+        use tokio::sync::mpsc::error::TryRecvError;
+        match taken {
+            Ok(job) => Look::Found(job),
+            Err(TryRecvError::Empty) => Look::Empty,
+            Err(TryRecvError::Disconnected) => Look::Closed,
+        }
+    }
+}
+
+impl<T> From<Result<T, std::sync::mpsc::TryRecvError>> for Look<T> {
+    /// What a std queue's `try_recv` found.
+    fn from(taken: Result<T, std::sync::mpsc::TryRecvError>) -> Self {
+        use std::sync::mpsc::TryRecvError;
+        match taken {
+            Ok(job) => Look::Found(job),
+            Err(TryRecvError::Empty) => Look::Empty,
+            Err(TryRecvError::Disconnected) => Look::Closed,
+        }
+    }
+}
+
 /// Looks with `look` until it finds a job or the queue is closed, yielding the CPU between
 /// looks, for at most `linger` and [`MAX_YIELDS`] yields; then answers what the last look
 /// found ([`Look::Empty`] once either has run out, and the caller sleeps on its queue).
