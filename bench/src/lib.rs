@@ -69,10 +69,27 @@ pub fn sent_us(id: &str) -> Option<u64> {
     id.strip_prefix('t')?.split('-').next()?.parse().ok()
 }
 
+/// The sender a [`message_id`] names.
+pub fn sender_of(id: &str) -> Option<usize> {
+    id.split('-').nth(1)?.strip_prefix('s')?.parse().ok()
+}
+
 /// A small deterministic generator for picking receivers (no shared RNG state between tasks).
 pub fn next_index(state: &mut u64, n: usize) -> usize {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;
     (*state % n.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_id_gives_back_its_send_time_and_sender() {
+        let id = message_id(42, 7, 1_234_567);
+        assert_eq!((sent_us(&id), sender_of(&id)), (Some(1_234_567), Some(42)));
+        assert_eq!((sent_us("x"), sender_of("t1-x-2")), (None, None));
+    }
 }

@@ -241,11 +241,6 @@ fn an_ack_interval_that_is_not_a_duration_is_refused() {
     assert!(stderr.contains("--ack-interval"), "{stderr}");
 }
 
-/// The sender a [`bench::message_id`] names (`t<µs>-s<sender>-<seq>`).
-fn sender_of(id: &str) -> Option<usize> {
-    id.split('-').nth(1)?.strip_prefix('s')?.parse().ok()
-}
-
 /// Every baseline publisher is connected before the clock starts, so each of 64 senders
 /// publishes within a one-second open-loop run. Made on the clock, one after another, the
 /// clients took ~45 ms each here: the later senders started past the run's end, and the
@@ -264,7 +259,7 @@ async fn every_baseline_sender_publishes_from_the_start() {
     let senders: std::collections::BTreeSet<usize> = outcome
         .accepted
         .iter()
-        .filter_map(|id| sender_of(id))
+        .filter_map(|id| bench::sender_of(id))
         .collect();
     let missing: Vec<usize> = (0..64).filter(|s| !senders.contains(s)).collect();
     assert!(
