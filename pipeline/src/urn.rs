@@ -19,21 +19,26 @@ pub struct UserUrn(Arc<str>);
 
 impl UserUrn {
     /// Parses `input`, upgrading a bare id (no `:`) to `urn:sm:user:<id>`.
+    ///
+    /// Checks `input` where it lies and allocates once, for the URN it returns: ingest and
+    /// the transformer parse a recipient per envelope.
     pub fn parse(input: &str) -> Result<Self, EnvelopeError> {
         if input.is_empty() {
             return Err(EnvelopeError::InvalidUrn("empty".into()));
         }
-        let full = if input.contains(':') {
-            input.to_owned()
+        let bare = !input.contains(':');
+        let len = if bare {
+            DEFAULT_PREFIX.len() + input.len()
         } else {
-            format!("{DEFAULT_PREFIX}{input}")
+            input.len()
         };
-        if full.len() > MAX_URN_LEN {
+        if len > MAX_URN_LEN {
             return Err(EnvelopeError::InvalidUrn(format!(
                 "longer than {MAX_URN_LEN} bytes"
             )));
         }
-        if let Some(bad) = full
+        // The default prefix holds no forbidden character, so checking `input` suffices.
+        if let Some(bad) = input
             .chars()
             .find(|c| matches!(c, '+' | '#' | '/') || c.is_whitespace() || c.is_control())
         {
@@ -41,16 +46,24 @@ impl UserUrn {
                 "contains forbidden character {bad:?}"
             )));
         }
-        let parts: Vec<&str> = full.split(':').collect();
-        if parts.len() != 4 || parts.iter().any(|p| p.is_empty()) {
+        if bare {
+            // `urn:sm:user:<id>` with a non-empty id free of `:`: four parts, the first `urn`.
+            return Ok(Self(format!("{DEFAULT_PREFIX}{input}").into()));
+        }
+        let (mut parts, mut any_empty) = (0usize, false);
+        for part in input.split(':') {
+            parts += 1;
+            any_empty |= part.is_empty();
+        }
+        if parts != 4 || any_empty {
             return Err(EnvelopeError::InvalidUrn(
                 "expected urn:<namespace>:<type>:<id> with four non-empty parts".into(),
             ));
         }
-        if parts[0] != "urn" {
+        if !input.starts_with("urn:") {
             return Err(EnvelopeError::InvalidUrn("must start with \"urn:\"".into()));
         }
-        Ok(Self(full.into()))
+        Ok(Self(input.into()))
     }
 
     /// The URN as text.
@@ -116,6 +129,81 @@ mod tests {
         }
     }
 
+    /// The parser as first written (an owned copy, a `Vec` of parts): the one above must
+    /// answer every input as it did, errors included.
+    fn reference_parse(input: &str) -> Result<String, String> {
+        if input.is_empty() {
+            return Err(EnvelopeError::InvalidUrn("empty".into()).to_string());
+        }
+        let full = if input.contains(':') {
+            input.to_owned()
+        } else {
+            format!("{DEFAULT_PREFIX}{input}")
+        };
+        if full.len() > MAX_URN_LEN {
+            return Err(
+                EnvelopeError::InvalidUrn(format!("longer than {MAX_URN_LEN} bytes")).to_string(),
+            );
+        }
+        if let Some(bad) = full
+            .chars()
+            .find(|c| matches!(c, '+' | '#' | '/') || c.is_whitespace() || c.is_control())
+        {
+            return Err(
+                EnvelopeError::InvalidUrn(format!("contains forbidden character {bad:?}"))
+                    .to_string(),
+            );
+        }
+        let parts: Vec<&str> = full.split(':').collect();
+        if parts.len() != 4 || parts.iter().any(|p| p.is_empty()) {
+            return Err(EnvelopeError::InvalidUrn(
+                "expected urn:<namespace>:<type>:<id> with four non-empty parts".into(),
+            )
+            .to_string());
+        }
+        if parts[0] != "urn" {
+            return Err(EnvelopeError::InvalidUrn("must start with \"urn:\"".into()).to_string());
+        }
+        Ok(full)
+    }
+
+    /// `parse`'s answer in the reference's terms.
+    fn answer(input: &str) -> Result<String, String> {
+        UserUrn::parse(input)
+            .map(|urn| urn.as_str().to_owned())
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn answers_as_the_reference_at_the_edges() {
+        let long_bare = "b".repeat(MAX_URN_LEN - DEFAULT_PREFIX.len());
+        let long_full = format!("urn:a:b:{}", "c".repeat(MAX_URN_LEN - 8));
+        for input in [
+            "",
+            ":",
+            ":::",
+            "urn:::",
+            "urn:a:b:c",
+            "URN:a:b:c",
+            "urn:a:b:c:",
+            "xurn:a:b:c",
+            "urn:a:b",
+            "urn:a:b:c:d",
+            "bob",
+            "bo b",
+            "bo\u{85}b",
+            "b\u{7f}",
+            "urn:a:b:\u{2003}",
+            long_bare.as_str(),
+            &format!("{long_bare}x"),
+            long_full.as_str(),
+            &format!("{long_full}x"),
+            &format!("{long_full}/"),
+        ] {
+            assert_eq!(answer(input), reference_parse(input), "{input:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn valid_parts_round_trip(ns in "[a-z0-9.-]{1,12}", ty in "[a-z]{1,8}", id in "[A-Za-z0-9._@-]{1,40}") {
@@ -123,6 +211,22 @@ mod tests {
             let urn = UserUrn::parse(&text).unwrap();
             prop_assert_eq!(urn.as_str(), text.as_str());
             prop_assert_eq!(UserUrn::parse(urn.as_str()).unwrap(), urn);
+        }
+
+        #[test]
+        fn answers_as_the_reference(input in "(urn|[a-z]{0,3}|[:+#/ \\t\\x7f\\x{85}\\x{2003}é]){0,12}") {
+            prop_assert_eq!(answer(&input), reference_parse(&input));
+        }
+
+        #[test]
+        fn answers_joined_parts_as_the_reference(parts in prop::collection::vec("urn|[a-z]{0,2}|[+# \\t/é]", 0..7)) {
+            let input = parts.join(":");
+            prop_assert_eq!(answer(&input), reference_parse(&input));
+        }
+
+        #[test]
+        fn answers_any_text_as_the_reference(input in "\\PC{0,80}|.{0,300}") {
+            prop_assert_eq!(answer(&input), reference_parse(&input));
         }
 
         #[test]
