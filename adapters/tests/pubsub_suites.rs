@@ -45,10 +45,10 @@ fn config(max_outstanding: i64) -> PubSubConfig {
 }
 
 fn message(n: u32) -> BusMessage {
-    BusMessage {
-        data: Bytes::from(format!("poison-{n}")),
-        attributes: BTreeMap::from([("n".to_owned(), n.to_string())]),
-    }
+    BusMessage::new(
+        Bytes::from(format!("poison-{n}")),
+        BTreeMap::from([("n".to_owned(), n.to_string())]),
+    )
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! # Layout
 //! * [`urn`], [`message_id`], [`instance_id`], [`session_id`], [`device`]: ids, parsed once at the edge.
 //! * [`envelope`]: the SecureEnvelope contract (ProtoJSON, camelCase, base64 bytes) and its validation.
+//! * [`envelope_header`]: the clear header routing reads of a validated envelope.
 //! * [`opaque`]: the envelope's opaque bytes, carried as canonical base64 text, never decoded.
 //! * [`ports`]: one trait per backend role (bus, presence, envelope store, device tokens, push,
 //!   delivery channel, rate limits); adapters implement them.
@@ -18,6 +19,7 @@
 pub mod clock;
 pub mod device;
 pub mod envelope;
+pub mod envelope_header;
 pub mod error;
 pub mod health;
 pub mod instance_id;
@@ -33,6 +35,7 @@ pub mod testkit;
 
 pub use device::{DeviceRegistration, DeviceToken, Platform};
 pub use envelope::{Envelope, EnvelopeDraft, Priority};
+pub use envelope_header::EnvelopeHeader;
 pub use instance_id::InstanceId;
 pub use message_id::MessageId;
 pub use opaque::Opaque;

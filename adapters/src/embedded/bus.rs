@@ -91,10 +91,7 @@ fn decode(bytes: &[u8]) -> Option<BusMessage> {
         let value = text(take(&mut rest, value_len as usize)?)?;
         attributes.insert(key, value);
     }
-    Some(BusMessage {
-        data: Bytes::copy_from_slice(rest),
-        attributes,
-    })
+    Some(BusMessage::new(Bytes::copy_from_slice(rest), attributes))
 }
 
 /// A message ready for the subscriber.
@@ -229,13 +226,11 @@ fn decode_legacy(bytes: &[u8]) -> Option<BusMessage> {
         data: Data,
     }
     let stored: Stored = serde_json::from_slice(bytes).ok()?;
-    Some(BusMessage {
-        data: match stored.data {
-            Data::Text(text) => Bytes::from(text.into_bytes()),
-            Data::Raw(raw) => Bytes::from(raw),
-        },
-        attributes: stored.attributes,
-    })
+    let data = match stored.data {
+        Data::Text(text) => Bytes::from(text.into_bytes()),
+        Data::Raw(raw) => Bytes::from(raw),
+    };
+    Some(BusMessage::new(data, stored.attributes))
 }
 
 #[async_trait]
@@ -380,10 +375,7 @@ mod tests {
         let mut attributes = BTreeMap::new();
         attributes.insert("recipient".to_owned(), "urn:a:user:b".to_owned());
         attributes.insert("messageId".to_owned(), "m-1".to_owned());
-        let message = BusMessage {
-            data: Bytes::from_static(b"{\"x\":1}\xff"),
-            attributes,
-        };
+        let message = BusMessage::new(Bytes::from_static(b"{\"x\":1}\xff"), attributes);
         let bytes = encode(&message).unwrap();
         assert_eq!(decode(&bytes), Some(message));
         assert_eq!(decode(&bytes[..5]), None, "a cut message does not decode");

@@ -130,10 +130,8 @@ impl BusSubscription for PubSubSubscription {
             match self.stream.next().await {
                 Some(Ok((message, handler))) => {
                     let attempt = handler.delivery_attempt().unwrap_or(1).max(1) as u32;
-                    let bus = BusMessage {
-                        data: message.data,
-                        attributes: message.attributes.into_iter().collect(),
-                    };
+                    let bus =
+                        BusMessage::new(message.data, message.attributes.into_iter().collect());
                     let acker = PubSubAcker {
                         handler,
                         _permit: permit,

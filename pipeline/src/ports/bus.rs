@@ -1,10 +1,13 @@
 //! The envelope bus (`envelope-ingress`): ingestors publish, the processor consumes with ack/nack.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::envelope_header::EnvelopeHeader;
 use crate::error::BusError;
 
 /// Attribute naming the recipient URN (for filters and debugging).
@@ -17,13 +20,93 @@ pub const ATTR_INGESTED_AT: &str = "ingestedAt";
 pub const ATTR_SOURCE: &str = "source";
 
 /// One bus message: the envelope's canonical JSON plus clear attributes (never ciphertext).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Messages are equal when their data and attributes are: what an ingestor validated (see
+/// [`BusMessage::validated`]) is a memo of the data, not part of the message.
+#[derive(Clone, Debug)]
 pub struct BusMessage {
     /// The canonical envelope JSON.
     pub data: Bytes,
     /// Clear metadata: recipient, message id, ingest time, source.
     pub attributes: BTreeMap<String, String>,
+    /// The header and text an ingestor in this process validated `data` as; trusted only
+    /// while `data` still points at that text (see [`BusMessage::validated_envelope`]).
+    validated: Option<Validated>,
 }
+
+/// An envelope an ingestor validated, kept with the message built from it so a bus that
+/// hands messages over in memory spares the processor a second parse.
+#[derive(Clone)]
+struct Validated {
+    /// Its clear header.
+    header: EnvelopeHeader,
+    /// Its canonical JSON, the very buffer the message's `data` was made over.
+    json: Arc<str>,
+}
+
+impl fmt::Debug for Validated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validated")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lets `data` share the validated text's buffer instead of copying it.
+struct JsonText(Arc<str>);
+
+impl AsRef<[u8]> for JsonText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl BusMessage {
+    /// A message of `data` with `attributes`, as a bus reads it off the wire or a disk: the
+    /// processor parses and validates `data` itself.
+    pub fn new(data: Bytes, attributes: BTreeMap<String, String>) -> Self {
+        Self {
+            data,
+            attributes,
+            validated: None,
+        }
+    }
+
+    /// A message whose data is `json`, the canonical text of an envelope an ingestor has
+    /// validated, with that envelope's `header`. A bus that carries the message out of the
+    /// process sends only the data; one that hands it over in memory keeps the pair, and the
+    /// transformer takes it instead of parsing `json` again.
+    pub fn validated(
+        header: EnvelopeHeader,
+        json: Arc<str>,
+        attributes: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            data: Bytes::from_owner(JsonText(json.clone())),
+            attributes,
+            validated: Some(Validated { header, json }),
+        }
+    }
+
+    /// The header and text given to [`BusMessage::validated`], while `data` is still that
+    /// text: the memo holds the buffer, so a `data` at its address and of its length cannot
+    /// be anything else. `None` for a message made by [`BusMessage::new`] or whose data
+    /// was replaced.
+    pub fn validated_envelope(&self) -> Option<(&EnvelopeHeader, &Arc<str>)> {
+        let validated = self.validated.as_ref()?;
+        let same = validated.json.as_ptr() == self.data.as_ptr()
+            && validated.json.len() == self.data.len();
+        same.then_some((&validated.header, &validated.json))
+    }
+}
+
+impl PartialEq for BusMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data && self.attributes == other.attributes
+    }
+}
+
+impl Eq for BusMessage {}
 
 /// The central bus that decouples ingest from routing.
 ///

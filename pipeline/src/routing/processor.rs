@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
 use crate::clock::Clock;
-use crate::envelope::Envelope;
+use crate::envelope_header::EnvelopeHeader;
 use crate::ports::bus::{
     ATTR_INGESTED_AT, ATTR_RECIPIENT, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
 };
@@ -127,7 +127,7 @@ impl Processor {
             .map(|(_, envelope, json)| QueuedEnvelope {
                 message_id: envelope.message_id.clone(),
                 recipient: envelope.recipient.clone(),
-                express: envelope.priority.is_express(),
+                express: envelope.express,
                 json: json.clone(),
             })
             .collect();
@@ -233,7 +233,7 @@ impl Processor {
     /// Steps 2 and 3: hand to the instances holding `sessions`, or wake the recipient.
     async fn route_stored(
         &self,
-        envelope: &Envelope,
+        envelope: &EnvelopeHeader,
         json: Arc<str>,
         sessions: Vec<SessionInfo>,
         ingested_at_ms: Option<u64>,

@@ -12,10 +12,7 @@ use crate::ports::bus::{BusMessage, EnvelopeBus};
 fn message(n: u32) -> BusMessage {
     let mut attributes = BTreeMap::new();
     attributes.insert("n".to_owned(), n.to_string());
-    BusMessage {
-        data: Bytes::from(format!("payload-{n}")),
-        attributes,
-    }
+    BusMessage::new(Bytes::from(format!("payload-{n}")), attributes)
 }
 
 /// Runs the bus behaviour suite; `make` builds a bus over fresh topics.
