@@ -1,6 +1,6 @@
 //! Reading JSON request bodies: content type first (415), then the size limit (413).
 
-use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -16,8 +16,12 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Reads a JSON body of at most `limit` bytes.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the JSON body of `request`, of at most `limit` bytes. Handlers take the whole
+/// request for it (axum's `HeaderMap` extractor would copy the headers) and call this where
+/// their checks order it.
+pub async fn read_json(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }

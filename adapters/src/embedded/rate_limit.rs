@@ -35,6 +35,22 @@ impl MemoryRateLimiter {
             buckets: Mutex::new(HashMap::new()),
         }
     }
+
+    /// Refills `bucket` up to `now` and takes a token from it, or says how long until one.
+    fn take(&self, bucket: &mut Bucket, now: u64) -> RateDecision {
+        let elapsed = now.saturating_sub(bucket.updated_ms) as f64 / 1000.0;
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
+        bucket.updated_ms = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            RateDecision::Allowed
+        } else {
+            let wait = (1.0 - bucket.tokens) / self.per_second;
+            RateDecision::Limited {
+                retry_after: Duration::from_secs_f64(wait.max(0.001)),
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -48,22 +64,15 @@ impl RateLimiter for MemoryRateLimiter {
                 b.tokens + (now.saturating_sub(b.updated_ms) as f64 / 1000.0) * rate < burst
             });
         }
+        // A key is copied only when its bucket is new: most requests find theirs.
+        if let Some(bucket) = buckets.get_mut(key) {
+            return Ok(self.take(bucket, now));
+        }
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             updated_ms: now,
         });
-        let elapsed = now.saturating_sub(bucket.updated_ms) as f64 / 1000.0;
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
-        bucket.updated_ms = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(RateDecision::Allowed)
-        } else {
-            let wait = (1.0 - bucket.tokens) / self.per_second;
-            Ok(RateDecision::Limited {
-                retry_after: Duration::from_secs_f64(wait.max(0.001)),
-            })
-        }
+        Ok(self.take(bucket, now))
     }
 }
 

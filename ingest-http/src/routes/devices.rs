@@ -1,8 +1,7 @@
 //! `POST /register-device` and `DELETE /register-device`: a user's push tokens.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use pipeline::{DeviceToken, Platform};
 use serde::Deserialize;
 
@@ -20,10 +19,9 @@ struct DeviceBody {
 
 async fn read_device(
     state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<(DeviceToken, Platform), ApiError> {
-    let bytes = read_json(headers, body, state.max_body).await?;
+    let bytes = read_json(request, state.max_body).await?;
     let body: DeviceBody = serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::BadRequest(format!("malformed JSON: {err}")))?;
     let token = DeviceToken::parse(
@@ -43,10 +41,9 @@ async fn read_device(
 pub async fn register(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<StatusCode, ApiError> {
-    let (token, platform) = read_device(&state, &headers, body).await?;
+    let (token, platform) = read_device(&state, request).await?;
     state
         .devices
         .register(&user.0, &token, platform)
@@ -59,10 +56,9 @@ pub async fn register(
 pub async fn unregister(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<StatusCode, ApiError> {
-    let (token, _) = read_device(&state, &headers, body).await?;
+    let (token, _) = read_device(&state, request).await?;
     state
         .devices
         .unregister(&user.0, &token)

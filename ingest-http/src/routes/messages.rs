@@ -1,9 +1,8 @@
 //! `GET /messages` and `POST /messages/ack`: the pull path of an app woken by a push.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
 use delivery::frames::parse_ack_ids;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -85,10 +84,9 @@ pub async fn list(
 pub async fn ack(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<StatusCode, ApiError> {
-    let bytes = read_json(&headers, body, state.max_body).await?;
+    let bytes = read_json(request, state.max_body).await?;
     let body: AckBody = serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::BadRequest(format!("malformed JSON: {err}")))?;
     let ids = parse_ack_ids(body.message_ids)?;

@@ -1,9 +1,8 @@
 //! `POST /send`: accept an envelope, answer 202 once the bus confirmed it.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use pipeline::EnvelopeDraft;
 use pipeline::ports::{RateDecision, RateLimiter};
 use pipeline::routing::to_bus_message;
@@ -52,16 +51,15 @@ async fn take_token(
 pub async fn send(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     take_token(
         state.sender_limiter.as_ref(),
-        &format!("sender:{}", user.0),
+        &["sender:", user.0.as_str()].concat(),
         "sender",
     )
     .await?;
-    let bytes = read_json(&headers, body, state.max_body).await?;
+    let bytes = read_json(request, state.max_body).await?;
     let draft = EnvelopeDraft::from_json(&bytes).inspect_err(|_| {
         metrics::counter!("envelope_router_envelopes_total", "stage" => "ingest", "source" => "http", "outcome" => "invalid").increment(1);
     })?;
@@ -74,7 +72,7 @@ pub async fn send(
             "senderId does not match the authenticated user".into(),
         ));
     }
-    let pair = format!("pair:{}|{}", user.0, draft.recipient);
+    let pair = ["pair:", user.0.as_str(), "|", draft.recipient.as_str()].concat();
     take_token(state.pair_limiter.as_ref(), &pair, "pair").await?;
     if let Err(component) = state.gate.accepting() {
         return Err(ApiError::Unavailable(format!("{component} is down")));
