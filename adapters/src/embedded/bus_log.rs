@@ -102,6 +102,7 @@ fn put_record(out: &mut Vec<u8>, kind: u8, seq: u64, segment: Option<u64>, body:
         Some(_) => (kind + SEGMENT_FIELD, 17),
         None => (kind, 9),
     };
+    out.reserve(HEADER + fields + body.len());
     out.extend_from_slice(&((fields + body.len()) as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.push(kind);
@@ -535,7 +536,14 @@ struct Writer {
     recycling: bool,
     /// A segment is closed for appends past this size.
     segment_bytes: u64,
+    /// The buffer a batch's records are put in, kept between batches so its memory is reused
+    /// (up to [`KEPT_RECORDS_BYTES`]).
+    records: Vec<u8>,
 }
+
+/// Most capacity the writer keeps in its record buffer between batches; a larger batch's
+/// buffer is let go.
+const KEPT_RECORDS_BYTES: usize = 1 << 20;
 
 /// What a batch owes its callers once synced.
 enum Answer {
@@ -576,6 +584,7 @@ impl Writer {
             first_own: name,
             recycling: true,
             segment_bytes,
+            records: Vec::new(),
         })
     }
 
@@ -660,7 +669,8 @@ impl Writer {
             None
         };
         let segment = self.current.first_seq;
-        let mut segment_bytes = Vec::new();
+        let mut segment_bytes = std::mem::take(&mut self.records);
+        segment_bytes.clear();
         let mut dead_bytes = Vec::new();
         let mut sync = false;
         let mut answers = Vec::with_capacity(batch.len());
@@ -707,6 +717,9 @@ impl Writer {
             Some(cause) => Err(format!("bus log: no segment to append to: {cause}")),
             None => self.append_segment(&mut segment_bytes),
         };
+        if segment_bytes.capacity() <= KEPT_RECORDS_BYTES {
+            self.records = segment_bytes;
+        }
         let dead = self.append_dead(&dead_bytes);
         for cause in [&written, &dead]
             .into_iter()
