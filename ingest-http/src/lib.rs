@@ -22,8 +22,6 @@ pub mod state;
 pub use error::ApiError;
 pub use state::{ApiParts, AppState};
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::routing::{get, post};
 
@@ -45,10 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes.clone())
         .nest("/api", routes)
         .fallback(routes::health::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(request_metrics::RequestMetrics::default()),
-            request_metrics::record,
-        ));
+        .layer(request_metrics::RequestMetricsLayer::default());
     let app = match cors::layer(&state.cors_origins) {
         Some(cors) => app.layer(cors),
         None => app,

@@ -2,15 +2,20 @@
 //! trace id (from `X-Cloud-Trace-Context` or W3C `traceparent`) for the logs.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 /// Cloud Run's trace header, named once rather than parsed from text on every request.
 static CLOUD_TRACE: HeaderName = HeaderName::from_static("x-cloud-trace-context");
@@ -99,33 +104,157 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Records `envelope_router_http_requests_total` and `envelope_router_http_request_seconds`.
-pub async fn record(
-    State(metrics): State<Arc<RequestMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = request.method().clone();
-    let span = match trace_id(request.headers()) {
-        Some(trace) => tracing::info_span!("request", %method, %route, trace_id = %trace),
-        None => tracing::info_span!("request", %method, %route),
-    };
-    let started = Instant::now();
-    let response = next.run(request).instrument(span).await;
-    metrics.record(
-        route,
-        &method,
-        response.status(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+/// The layer that counts and times every request (`envelope_router_http_requests_total`,
+/// `envelope_router_http_request_seconds`) inside its request span. Written as a tower
+/// service rather than with `axum::middleware::from_fn`, which clones the inner service
+/// and boxes its future on every request.
+#[derive(Clone, Default)]
+pub struct RequestMetricsLayer {
+    metrics: Arc<RequestMetrics>,
+}
+
+impl<S> Layer<S> for RequestMetricsLayer {
+    type Service = RequestMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// `inner` with every request counted, timed and run in its request span.
+#[derive(Clone)]
+pub struct RequestMetricsService<S> {
+    inner: S,
+    metrics: Arc<RequestMetrics>,
+}
+
+impl<S> Service<Request> for RequestMetricsService<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let span = {
+            let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+            match trace_id(request.headers()) {
+                Some(trace) => tracing::info_span!("request", %method, %route, trace_id = %trace),
+                None => tracing::info_span!("request", %method, %route),
+            }
+        };
+        let started = Instant::now();
+        let inner = span.in_scope(|| self.inner.call(request)).instrument(span);
+        ResponseFuture {
+            inner,
+            done: Some(Done {
+                metrics: self.metrics.clone(),
+                route,
+                method,
+                started,
+            }),
+        }
+    }
+}
+
+/// The route label of a request no route matched.
+const UNMATCHED: &str = "unmatched";
+
+/// What a finished request is recorded with.
+struct Done {
+    metrics: Arc<RequestMetrics>,
+    route: Option<MatchedPath>,
+    method: Method,
+    started: Instant,
+}
+
+pin_project! {
+    /// The response of [`RequestMetricsService`]: the inner one, recorded when it is ready.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        done: Option<Done>,
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(done)) = (&result, this.done.take()) {
+            done.metrics.record(
+                done.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+                &done.method,
+                response.status(),
+                done.started.elapsed().as_secs_f64(),
+            );
+        }
+        Poll::Ready(result)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// The statuses counted so far for `route`, by method.
+    fn counted(metrics: &RequestMetrics, route: &str) -> Vec<(&'static str, u16)> {
+        let routes = metrics.routes.lock().unwrap();
+        let mut seen: Vec<_> = routes
+            .get(route)
+            .map(|r| r.requests.keys().copied().collect())
+            .unwrap_or_default();
+        seen.sort();
+        seen
+    }
+
+    #[tokio::test]
+    async fn every_request_is_counted_by_its_route_method_and_status() {
+        let metrics = Arc::new(RequestMetrics::default());
+        let app = Router::new()
+            .route("/items/{id}", get(|| async { "ok" }))
+            .layer(RequestMetricsLayer {
+                metrics: metrics.clone(),
+            });
+        for (method, uri, status) in [
+            ("GET", "/items/7", 200),
+            ("POST", "/items/7", 405),
+            ("GET", "/nowhere", 404),
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{method} {uri}");
+        }
+        assert_eq!(
+            counted(&metrics, "/items/{id}"),
+            vec![("GET", 200), ("POST", 405)],
+            "labelled by the route's pattern, not the path"
+        );
+        assert_eq!(counted(&metrics, "unmatched"), vec![("GET", 404)]);
+    }
 
     #[test]
     fn standard_methods_keep_their_name_and_any_other_is_other() {
