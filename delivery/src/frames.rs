@@ -8,14 +8,22 @@ use serde::Deserialize;
 pub const MAX_ACK_IDS: usize = 1000;
 
 /// `{"type":"envelope","messageId":"…","envelope":{…}}`, built without re-encoding the envelope.
+///
+/// Sized exactly: a `String` whose length is its capacity becomes the WebSocket frame's bytes
+/// without the extra allocation `Bytes` makes for spare capacity.
 pub fn envelope_frame(message_id: &MessageId, json: &str) -> String {
+    const HEAD: &str = r#"{"type":"envelope","messageId":""#;
+    const MIDDLE: &str = r#"","envelope":"#;
+    const TAIL: &str = "}";
     // Message ids are [A-Za-z0-9._:-]: nothing to escape.
-    let mut frame = String::with_capacity(json.len() + message_id.as_str().len() + 48);
-    frame.push_str(r#"{"type":"envelope","messageId":""#);
-    frame.push_str(message_id.as_str());
-    frame.push_str(r#"","envelope":"#);
+    let id = message_id.as_str();
+    let mut frame =
+        String::with_capacity(HEAD.len() + id.len() + MIDDLE.len() + json.len() + TAIL.len());
+    frame.push_str(HEAD);
+    frame.push_str(id);
+    frame.push_str(MIDDLE);
     frame.push_str(json);
-    frame.push('}');
+    frame.push_str(TAIL);
     frame
 }
 
@@ -77,6 +85,7 @@ mod tests {
         assert_eq!(value["type"], "envelope");
         assert_eq!(value["messageId"], "m-1");
         assert_eq!(value["envelope"]["recipientId"], "urn:a:b:c");
+        assert_eq!(frame.len(), frame.capacity(), "sized exactly");
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! * [`error`]: [`ApiError`], the one mapping from failures to status codes and JSON bodies.
 //! * `routes/`: one file per resource: `send`, `connect`, `messages`, `devices`, `health`.
 //! * [`cors`]: the browser allow-list.
+//! * [`ingest_metrics`]: the per-envelope counter of `POST /send`, registered once.
+//! * `request_metrics`: the layer counting and timing every request in its span.
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod body;
 pub mod cors;
 pub mod error;
+pub mod ingest_metrics;
 mod request_metrics;
 mod routes;
 pub mod state;

@@ -10,6 +10,7 @@ use pipeline::health::IngestGate;
 use pipeline::ports::{DeviceTokenStore, EnvelopeBus, EnvelopeStore, PresenceStore, RateLimiter};
 
 use crate::auth::Authenticator;
+use crate::ingest_metrics::IngestMetrics;
 
 /// Renders the Prometheus text exposition.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -19,19 +20,33 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 /// axum clones the state for every extractor of every request; one reference count to bump
 /// instead of one per port keeps that off the profile.
 #[derive(Clone)]
-pub struct AppState(Arc<ApiParts>);
+pub struct AppState(Arc<Shared>);
+
+/// What an [`AppState`] shares: the parts and the counters registered for them.
+struct Shared {
+    parts: ApiParts,
+    metrics: IngestMetrics,
+}
 
 impl AppState {
-    /// The state holding `parts`.
+    /// The state holding `parts`, with the ingest counters registered.
     pub fn new(parts: ApiParts) -> Self {
-        Self(Arc::new(parts))
+        Self(Arc::new(Shared {
+            parts,
+            metrics: IngestMetrics::register(),
+        }))
+    }
+
+    /// The counters the handlers bump per envelope.
+    pub fn ingest_metrics(&self) -> &IngestMetrics {
+        &self.0.metrics
     }
 }
 
 impl Deref for AppState {
     type Target = ApiParts;
     fn deref(&self) -> &ApiParts {
-        &self.0
+        &self.0.parts
     }
 }
 
