@@ -52,7 +52,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let (r, s, p, d, rate) = self.load;
         let mut out = format!(
-            "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}, acks gathered for {} ms\n\n| system | accepted | received | lost | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | CPU µs per msg | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}, acks gathered for {} ms\n\n| system | accepted | received | lost | late | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | CPU µs per msg | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.scenario,
             if rate == 0 {
                 "closed loop".to_owned()
@@ -63,11 +63,12 @@ impl Report {
         );
         for run in [&self.router, &self.baseline] {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.1} |\n",
                 run.system,
                 run.accepted,
                 run.received,
                 run.lost,
+                run.still_queued,
                 run.duplicated,
                 run.errors,
                 run.throughput_per_s,

@@ -26,6 +26,9 @@ pub struct Round {
     pub baseline_cpu_us: f64,
     /// Envelopes lost by either system in the round (must be zero).
     pub lost: u64,
+    /// Envelopes the router accepted but delivered only after the harness stopped waiting:
+    /// still queued for their recipients when the round ended.
+    pub late: u64,
 }
 
 /// Every round of a scenario and the medians of their ratios.
@@ -58,6 +61,7 @@ impl Rounds {
                 router_cpu_us: report.router.cpu_us_per_message(),
                 baseline_cpu_us: report.baseline.cpu_us_per_message(),
                 lost: report.router.lost + report.baseline.lost,
+                late: report.router.still_queued,
             })
             .collect();
         Self {
@@ -72,13 +76,13 @@ impl Rounds {
     /// The markdown table: a row per round, then the medians.
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "### {} — {} rounds\n\n| round | router per s | mosquitto per s | ratio | router p99 ms | mosquitto p99 ms | p99 ratio | router CPU µs per msg | mosquitto CPU µs per msg | lost |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            "### {} — {} rounds\n\n| round | router per s | mosquitto per s | ratio | router p99 ms | mosquitto p99 ms | p99 ratio | router CPU µs per msg | mosquitto CPU µs per msg | lost | late |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.scenario,
             self.rounds.len()
         );
         for (index, round) in self.rounds.iter().enumerate() {
             out.push_str(&format!(
-                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} |\n",
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} |\n",
                 index + 1,
                 round.router_per_s,
                 round.baseline_per_s,
@@ -88,7 +92,8 @@ impl Rounds {
                 round.p99_ratio,
                 round.router_cpu_us,
                 round.baseline_cpu_us,
-                round.lost
+                round.lost,
+                round.late
             ));
         }
         out.push_str(&format!(

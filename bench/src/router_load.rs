@@ -33,6 +33,9 @@ pub struct Outcome {
     pub errors: u64,
     /// How long senders sent.
     pub sending: Duration,
+    /// Accepted envelopes not received within the wait that the router still held queued for
+    /// their recipients when it ended: late, not lost.
+    pub still_queued: u64,
 }
 
 /// An HS256 token for `user`.
@@ -191,6 +194,19 @@ pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
     let sending = sending_started.elapsed();
     let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
     crate::stats::wait_for_receipts(&collector, &accepted, Duration::from_secs(10)).await;
+    let missing: HashSet<String> = {
+        let collector = collector.lock().unwrap_or_else(|p| p.into_inner());
+        accepted
+            .iter()
+            .filter(|id| !collector.seen.contains(*id))
+            .cloned()
+            .collect()
+    };
+    let still_queued = if missing.is_empty() {
+        0
+    } else {
+        count_still_queued(addrs, &users, &missing).await
+    };
     let _ = stop_tx.send(true);
     for receiver in receivers {
         let _ = receiver.await;
@@ -202,7 +218,54 @@ pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
         accepted,
         errors,
         sending,
+        still_queued,
     })
+}
+
+/// Most envelopes `GET /messages` lists per call.
+const LIST_LIMIT: usize = 500;
+
+/// How many of `missing` the router at `addrs` still holds queued for `users`, from each
+/// user's `GET /messages` (its first [`LIST_LIMIT`] queued envelopes, so a user with more
+/// queued can be undercounted). Tells an envelope that came late from one that is gone.
+pub async fn count_still_queued(
+    addrs: &[String],
+    users: &[String],
+    missing: &HashSet<String>,
+) -> u64 {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Listed {
+        message_id: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Page {
+        messages: Vec<Listed>,
+    }
+    let client = reqwest::Client::new();
+    let mut found = 0;
+    for (i, user) in users.iter().enumerate() {
+        let Ok(token) = token(user) else { continue };
+        let url = format!(
+            "http://{}/messages?limit={LIST_LIMIT}",
+            addrs[i % addrs.len()]
+        );
+        let page = match client.get(&url).bearer_auth(token).send().await {
+            Ok(response) => response.json::<Page>().await,
+            Err(err) => Err(err),
+        };
+        match page {
+            Ok(page) => {
+                found += page
+                    .messages
+                    .iter()
+                    .filter(|listed| missing.contains(&listed.message_id))
+                    .count() as u64;
+            }
+            Err(err) => eprintln!("cannot list {user}'s queued envelopes: {err}"),
+        }
+    }
+    found
 }
 
 /// One sender's keep-alive HTTP/1 connection: hyper's client connection without a pool, so

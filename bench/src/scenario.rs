@@ -108,6 +108,7 @@ async fn measure(
         outcome.errors,
         outcome.sending,
     );
+    ours.count_still_queued(outcome.still_queued);
     ours.cpu_seconds = routers.iter().map(ServerProcess::cpu_seconds).sum();
     ours.peak_rss_kib = routers.iter().map(ServerProcess::peak_rss_kib).sum();
     drop(routers);

@@ -16,8 +16,11 @@ pub struct RunStats {
     pub accepted: u64,
     /// Messages received by receivers (unique ids).
     pub received: u64,
-    /// Accepted but never received.
+    /// Accepted, not received within the wait and not held by the system: gone.
     pub lost: u64,
+    /// Accepted, not received within the wait, but still queued in the system when the run
+    /// ended (counted for the router, from its `GET /messages`): late, not lost.
+    pub still_queued: u64,
     /// Received more than once.
     pub duplicated: u64,
     /// Requests that failed (non-202, errors).
@@ -40,6 +43,13 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// Counts `queued` of the envelopes not received as still held by the system (late)
+    /// rather than lost.
+    pub fn count_still_queued(&mut self, queued: u64) {
+        self.still_queued = queued.min(self.lost);
+        self.lost -= self.still_queued;
+    }
+
     /// The server's CPU time per message received, microseconds (0 when none arrived): steadier
     /// on a shared machine than throughput, which also moves with what else runs.
     pub fn cpu_us_per_message(&self) -> f64 {
@@ -121,6 +131,7 @@ impl Collector {
             accepted: accepted.len() as u64,
             received: self.seen.len() as u64,
             lost,
+            still_queued: 0,
             duplicated: self.duplicates,
             errors,
             throughput_per_s: self.seen.len() as f64 / sending.as_secs_f64().max(0.001),
@@ -163,6 +174,7 @@ mod tests {
             accepted: received,
             received,
             lost: 0,
+            still_queued: 0,
             duplicated: 0,
             errors: 0,
             throughput_per_s: 0.0,
@@ -179,5 +191,21 @@ mod tests {
     fn cpu_per_message_divides_cpu_time_by_what_arrived() {
         assert_eq!(run(2.0, 1000).cpu_us_per_message(), 2000.0);
         assert_eq!(run(2.0, 0).cpu_us_per_message(), 0.0);
+    }
+
+    #[test]
+    fn envelopes_still_queued_count_as_late_not_lost() {
+        let mut stats = run(1.0, 90);
+        stats.lost = 10;
+        stats.count_still_queued(4);
+        assert_eq!((stats.lost, stats.still_queued), (6, 4));
+        let mut stats = run(1.0, 90);
+        stats.lost = 3;
+        stats.count_still_queued(7);
+        assert_eq!(
+            (stats.lost, stats.still_queued),
+            (0, 3),
+            "never more late than missing"
+        );
     }
 }

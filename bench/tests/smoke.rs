@@ -1,5 +1,6 @@
 //! A few seconds with tiny numbers, so the harness keeps working (no timing assertions).
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -265,5 +266,45 @@ async fn every_baseline_sender_publishes_from_the_start() {
     assert!(
         missing.is_empty(),
         "senders that never published: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn envelopes_queued_for_an_offline_user_count_as_late_not_lost() {
+    let router = bench::processes::start_router(&router_bin(), &[]).expect("router");
+    let user = "urn:bench:user:offline";
+    let token = bench::router_load::token("urn:bench:user:s0").expect("token");
+    let client = reqwest::Client::new();
+    for id in ["t1-s0-1", "t1-s0-3"] {
+        let status = client
+            .post(format!("http://{}/send", router.addr))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(bench::router_load::send_body(user, id, "AAEC"))
+            .send()
+            .await
+            .expect("send")
+            .status();
+        assert_eq!(status.as_u16(), 202);
+    }
+    let addrs = [router.addr.clone()];
+    let users = [user.to_owned(), "urn:bench:user:nobody".to_owned()];
+    let ids = |list: &[&str]| list.iter().map(|id| id.to_string()).collect::<HashSet<_>>();
+    // Routing runs after the 202: wait until the store lists both.
+    let both = ids(&["t1-s0-1", "t1-s0-3"]);
+    let mut listed = 0;
+    for _ in 0..100 {
+        listed = bench::router_load::count_still_queued(&addrs, &users, &both).await;
+        if listed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, 2, "both envelopes are queued");
+    let missing = ids(&["t1-s0-1", "t1-s0-2"]);
+    assert_eq!(
+        bench::router_load::count_still_queued(&addrs, &users, &missing).await,
+        1,
+        "only the missing id that is queued counts, not another queued one or one never sent"
     );
 }
