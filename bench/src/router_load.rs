@@ -194,14 +194,12 @@ pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
     let sending = sending_started.elapsed();
     let accepted = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
     crate::stats::wait_for_receipts(&collector, &accepted, Duration::from_secs(10)).await;
-    let missing: HashSet<String> = {
-        let collector = collector.lock().unwrap_or_else(|p| p.into_inner());
-        accepted
-            .iter()
-            .filter(|id| !collector.seen.contains(*id))
-            .cloned()
-            .collect()
-    };
+    let missing: HashSet<String> = collector
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .missing(&accepted)
+        .cloned()
+        .collect();
     let still_queued = if missing.is_empty() {
         0
     } else {

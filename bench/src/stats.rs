@@ -113,6 +113,14 @@ impl Collector {
         }
     }
 
+    /// The ids of `accepted` no receiver has seen yet.
+    pub fn missing<'a>(
+        &'a self,
+        accepted: &'a HashSet<String>,
+    ) -> impl Iterator<Item = &'a String> + 'a {
+        accepted.iter().filter(|id| !self.seen.contains(*id))
+    }
+
     /// The run's figures.
     pub fn finish(
         &self,
@@ -121,10 +129,7 @@ impl Collector {
         errors: u64,
         sending: Duration,
     ) -> RunStats {
-        let lost = accepted
-            .iter()
-            .filter(|id| !self.seen.contains(*id))
-            .count() as u64;
+        let lost = self.missing(accepted).count() as u64;
         let ms = |v: u64| v as f64 / 1000.0;
         RunStats {
             system: system.to_owned(),
@@ -155,7 +160,7 @@ pub async fn wait_for_receipts(
     while Instant::now() < deadline {
         let done = {
             let collector = collector.lock().unwrap_or_else(|p| p.into_inner());
-            accepted.iter().all(|id| collector.seen.contains(id))
+            collector.missing(accepted).next().is_none()
         };
         if done {
             return;

@@ -12,19 +12,15 @@ pub const MAX_ACK_IDS: usize = 1000;
 /// Sized exactly: a `String` whose length is its capacity becomes the WebSocket frame's bytes
 /// without the extra allocation `Bytes` makes for spare capacity.
 pub fn envelope_frame(message_id: &MessageId, json: &str) -> String {
-    const HEAD: &str = r#"{"type":"envelope","messageId":""#;
-    const MIDDLE: &str = r#"","envelope":"#;
-    const TAIL: &str = "}";
-    // Message ids are [A-Za-z0-9._:-]: nothing to escape.
-    let id = message_id.as_str();
-    let mut frame =
-        String::with_capacity(HEAD.len() + id.len() + MIDDLE.len() + json.len() + TAIL.len());
-    frame.push_str(HEAD);
-    frame.push_str(id);
-    frame.push_str(MIDDLE);
-    frame.push_str(json);
-    frame.push_str(TAIL);
-    frame
+    // Message ids are [A-Za-z0-9._:-]: nothing to escape. `concat` allocates the exact sum.
+    [
+        r#"{"type":"envelope","messageId":""#,
+        message_id.as_str(),
+        r#"","envelope":"#,
+        json,
+        "}",
+    ]
+    .concat()
 }
 
 /// `{"type":"error","error":"…"}`.

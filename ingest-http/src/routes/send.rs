@@ -17,14 +17,7 @@ use crate::state::AppState;
 /// `A-Z a-z 0-9 . _ : -` (nothing to escape), and a body whose length is its capacity becomes
 /// the response's bytes without another allocation.
 fn accepted_body(message_id: &MessageId) -> String {
-    const HEAD: &str = r#"{"messageId":""#;
-    const TAIL: &str = r#""}"#;
-    let id = message_id.as_str();
-    let mut body = String::with_capacity(HEAD.len() + id.len() + TAIL.len());
-    body.push_str(HEAD);
-    body.push_str(id);
-    body.push_str(TAIL);
-    body
+    [r#"{"messageId":""#, message_id.as_str(), r#""}"#].concat()
 }
 
 /// Takes one token from `key`'s bucket in `limiter`, or answers 429. A limiter outage lets
