@@ -1,9 +1,9 @@
 //! The connection manager: this instance's live sessions and its side of presence.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt};
 use pipeline::clock::Clock;
 use pipeline::error::{DeliveryError, PresenceError, StoreError};
 use pipeline::ports::delivery_channel::{

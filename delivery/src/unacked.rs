@@ -1,9 +1,11 @@
 //! Envelopes written to a session but not acked yet; the ones that stay unacked too long wake
 //! their recipient.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 use std::time::Instant;
 
+use foldhash::HashMap;
 use pipeline::{MessageId, UserUrn};
 
 /// Deadlines of written, unacked envelopes, in the order they were written.
@@ -17,11 +19,10 @@ impl UnackedTracker {
     /// Remembers that `id` was written to `user` and must be acked by `deadline`.
     /// A rewrite keeps the first deadline.
     pub fn written(&mut self, user: &UserUrn, id: &MessageId, deadline: Instant) {
-        let key = (user.clone(), id.clone());
-        if self.deadlines.contains_key(&key) {
+        let Entry::Vacant(entry) = self.deadlines.entry((user.clone(), id.clone())) else {
             return;
-        }
-        self.deadlines.insert(key, (deadline, Instant::now()));
+        };
+        entry.insert((deadline, Instant::now()));
         self.order.push_back((deadline, user.clone(), id.clone()));
     }
 

@@ -1,11 +1,12 @@
 //! One WebSocket session: the stored backlog first (express lane first, then oldest first), then
 //! live envelopes; acks delete; pings detect dead peers; every write has a deadline.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use foldhash::{HashSet, HashSetExt};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use pipeline::ports::envelope_store::BacklogCursor;

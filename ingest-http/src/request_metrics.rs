@@ -1,7 +1,6 @@
 //! Counts and times every request by route and status, inside a span that carries the request's
 //! trace id (from `X-Cloud-Trace-Context` or W3C `traceparent`) for the logs.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -11,6 +10,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::Response;
+use foldhash::{HashMap, HashMapExt};
 use metrics::{Counter, Histogram};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};

@@ -1,9 +1,9 @@
 //! The in-process delivery channel (`DELIVERY=local`): instances are channels in this process.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 use pipeline::InstanceId;
 use pipeline::error::DeliveryError;
 use pipeline::ports::delivery_channel::{

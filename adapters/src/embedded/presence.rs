@@ -1,11 +1,11 @@
 //! In-memory presence (`PRESENCE=memory`): one process's view, with the same expiry rules as
 //! the shared backends.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::HashMap;
 use pipeline::clock::Clock;
 use pipeline::error::PresenceError;
 use pipeline::ports::presence::{PresenceStore, SessionInfo};

@@ -1,10 +1,10 @@
 //! In-memory token buckets (`RATE_LIMIT=memory`): per-process limits.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::{HashMap, HashMapExt};
 use pipeline::clock::Clock;
 use pipeline::error::RateLimitError;
 use pipeline::ports::rate_limit::{RateDecision, RateLimiter};

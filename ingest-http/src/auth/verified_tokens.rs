@@ -6,10 +6,10 @@
 //! again after [`RECHECK_AFTER`], so a key removed from the JWKS stops being accepted within
 //! that time.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt};
 use pipeline::UserUrn;
 
 /// How long a verified token is served from the cache before its signature is checked again.

@@ -5,11 +5,11 @@
 //! what is still unacked when the transaction commits is written, right before the commit,
 //! with the last sequence number given out (so a restart goes on after it).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{EXPIRY, META, QUEUE, QUEUE_IDS, Record, SEQ_KEY, remove_record};
 use crate::embedded::database::TxnSlot;
+use foldhash::{HashMap, HashMapExt};
 use pipeline::{MessageId, UserUrn};
 
 /// One envelope waiting for the commit: where it goes in its recipient's queue.
