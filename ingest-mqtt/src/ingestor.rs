@@ -91,8 +91,8 @@ impl MqttIngestor {
             Ok(bus_message) => {
                 let id = bus_message
                     .attributes
-                    .get(pipeline::ports::bus::ATTR_MESSAGE_ID)
-                    .cloned()
+                    .message_id()
+                    .map(str::to_owned)
                     .unwrap_or_default();
                 if !self.publish_until_confirmed(bus_message, shutdown).await {
                     return false;

@@ -59,13 +59,20 @@ fn encode(message: &BusMessage) -> Result<Vec<u8>, BusError> {
     let mut out = Vec::with_capacity(message.data.len() + 128);
     let count = u16::try_from(message.attributes.len()).map_err(|_| too_big())?;
     out.extend_from_slice(&count.to_le_bytes());
-    for (key, value) in &message.attributes {
-        let key_len = u16::try_from(key.len()).map_err(|_| too_big())?;
-        let value_len = u32::try_from(value.len()).map_err(|_| too_big())?;
+    let mut fits = true;
+    message.attributes.for_each(|key, value| {
+        let (Ok(key_len), Ok(value_len)) = (u16::try_from(key.len()), u32::try_from(value.len()))
+        else {
+            fits = false;
+            return;
+        };
         out.extend_from_slice(&key_len.to_le_bytes());
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(&value_len.to_le_bytes());
         out.extend_from_slice(value.as_bytes());
+    });
+    if !fits {
+        return Err(too_big());
     }
     out.extend_from_slice(&message.data);
     Ok(out)
@@ -282,9 +289,7 @@ impl EnvelopeBus for EmbeddedBus {
 
     async fn dead_letter(&self, message: BusMessage, reason: &str) -> Result<(), BusError> {
         let mut message = message;
-        message
-            .attributes
-            .insert("deadLetterReason".into(), reason.to_owned());
+        message.attributes.insert("deadLetterReason", reason);
         let bytes = encode(&message)?;
         self.inner.log.dead_letter(bytes).await.map_err(unavailable)
     }

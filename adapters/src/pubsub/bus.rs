@@ -14,6 +14,7 @@ use pipeline::error::BusError;
 use pipeline::ports::bus::{
     Acknowledger, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
 };
+use pipeline::ports::bus_attributes::BusAttributes;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
@@ -34,7 +35,7 @@ pub struct PubSubBus {
 fn message(bus: &BusMessage) -> Message {
     Message::new()
         .set_data(bus.data.clone())
-        .set_attributes(bus.attributes.clone())
+        .set_attributes(bus.attributes.to_map())
 }
 
 impl PubSubBus {
@@ -90,9 +91,7 @@ impl EnvelopeBus for PubSubBus {
 
     async fn dead_letter(&self, message_in: BusMessage, reason: &str) -> Result<(), BusError> {
         let mut parked = message_in;
-        parked
-            .attributes
-            .insert("deadLetterReason".into(), reason.to_owned());
+        parked.attributes.insert("deadLetterReason", reason);
         self.dead_letters
             .publish(message(&parked))
             .await
@@ -130,8 +129,10 @@ impl BusSubscription for PubSubSubscription {
             match self.stream.next().await {
                 Some(Ok((message, handler))) => {
                     let attempt = handler.delivery_attempt().unwrap_or(1).max(1) as u32;
-                    let bus =
-                        BusMessage::new(message.data, message.attributes.into_iter().collect());
+                    let bus = BusMessage::new(
+                        message.data,
+                        message.attributes.into_iter().collect::<BusAttributes>(),
+                    );
                     let acker = PubSubAcker {
                         handler,
                         _permit: permit,

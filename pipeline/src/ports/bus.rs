@@ -1,6 +1,5 @@
 //! The envelope bus (`envelope-ingress`): ingestors publish, the processor consumes with ack/nack.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,6 +8,7 @@ use bytes::Bytes;
 
 use crate::envelope_header::EnvelopeHeader;
 use crate::error::BusError;
+use crate::ports::bus_attributes::BusAttributes;
 
 /// Attribute naming the recipient URN (for filters and debugging).
 pub const ATTR_RECIPIENT: &str = "recipient";
@@ -28,7 +28,7 @@ pub struct BusMessage {
     /// The canonical envelope JSON.
     pub data: Bytes,
     /// Clear metadata: recipient, message id, ingest time, source.
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: BusAttributes,
     /// The header and text an ingestor in this process validated `data` as; trusted only
     /// while `data` still points at that text (see [`BusMessage::validated_envelope`]).
     validated: Option<Validated>,
@@ -64,10 +64,10 @@ impl AsRef<[u8]> for JsonText {
 impl BusMessage {
     /// A message of `data` with `attributes`, as a bus reads it off the wire or a disk: the
     /// processor parses and validates `data` itself.
-    pub fn new(data: Bytes, attributes: BTreeMap<String, String>) -> Self {
+    pub fn new(data: Bytes, attributes: impl Into<BusAttributes>) -> Self {
         Self {
             data,
-            attributes,
+            attributes: attributes.into(),
             validated: None,
         }
     }
@@ -76,11 +76,7 @@ impl BusMessage {
     /// validated, with that envelope's `header`. A bus that carries the message out of the
     /// process sends only the data; one that hands it over in memory keeps the pair, and the
     /// transformer takes it instead of parsing `json` again.
-    pub fn validated(
-        header: EnvelopeHeader,
-        json: Arc<str>,
-        attributes: BTreeMap<String, String>,
-    ) -> Self {
+    pub fn validated(header: EnvelopeHeader, json: Arc<str>, attributes: BusAttributes) -> Self {
         Self {
             data: Bytes::from_owner(JsonText(json.clone())),
             attributes,

@@ -15,9 +15,7 @@ use tracing::{debug, error, warn};
 
 use crate::clock::Clock;
 use crate::envelope_header::EnvelopeHeader;
-use crate::ports::bus::{
-    ATTR_INGESTED_AT, ATTR_RECIPIENT, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
-};
+use crate::ports::bus::{BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage};
 use crate::ports::delivery_channel::{DeliveryChannel, DeliveryItem};
 use crate::ports::envelope_store::{Durability, EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
 use crate::ports::presence::{PresenceStore, SessionInfo};
@@ -179,11 +177,7 @@ impl Processor {
             .collect();
         let sessions = self.lookup(&recipients).await;
         for ((index, envelope, json), sessions) in to_route.into_iter().zip(sessions) {
-            let ingested_at = batch[index]
-                .0
-                .attributes
-                .get(ATTR_INGESTED_AT)
-                .and_then(|at| at.parse::<u64>().ok());
+            let ingested_at = batch[index].0.attributes.ingested_at_ms();
             let routed = match sessions {
                 Ok(sessions) => {
                     let routed = self
@@ -519,7 +513,7 @@ impl RoutedBatch {
 /// The worker of `message`: by recipient attribute, else by content.
 fn shard_of(message: &BusMessage, shards: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    match message.attributes.get(ATTR_RECIPIENT) {
+    match message.attributes.recipient() {
         Some(recipient) => recipient.hash(&mut hasher),
         None => message.data.hash(&mut hasher),
     }
