@@ -39,6 +39,29 @@ impl MemoryPresenceStore {
     }
 }
 
+impl State {
+    /// The live sessions of `user` on live instances at `now`; forgets its expired ones.
+    fn live_sessions(&mut self, user: &UserUrn, now: u64) -> Vec<SessionInfo> {
+        let Self {
+            sessions,
+            instances,
+        } = self;
+        let Some(user_sessions) = sessions.get_mut(user) else {
+            return Vec::new();
+        };
+        user_sessions.retain(|_, (_, expires)| *expires > now);
+        let live = user_sessions
+            .values()
+            .filter(|(info, _)| instances.get(&info.instance).is_some_and(|&at| at > now))
+            .map(|(info, _)| info.clone())
+            .collect();
+        if user_sessions.is_empty() {
+            sessions.remove(user);
+        }
+        live
+    }
+}
+
 fn until(now: u64, ttl: Duration) -> u64 {
     now + ttl.as_millis() as u64
 }
@@ -91,24 +114,20 @@ impl PresenceStore for MemoryPresenceStore {
 
     async fn sessions(&self, user: &UserUrn) -> Result<Vec<SessionInfo>, PresenceError> {
         let now = self.clock.now_ms();
+        Ok(self.state().live_sessions(user, now))
+    }
+
+    /// One lock and one clock reading for the whole batch.
+    async fn sessions_many(
+        &self,
+        users: &[UserUrn],
+    ) -> Result<Vec<Vec<SessionInfo>>, PresenceError> {
+        let now = self.clock.now_ms();
         let mut state = self.state();
-        let State {
-            sessions,
-            instances,
-        } = &mut *state;
-        let Some(user_sessions) = sessions.get_mut(user) else {
-            return Ok(Vec::new());
-        };
-        user_sessions.retain(|_, (_, expires)| *expires > now);
-        let live = user_sessions
-            .values()
-            .filter(|(info, _)| instances.get(&info.instance).is_some_and(|&at| at > now))
-            .map(|(info, _)| info.clone())
-            .collect();
-        if user_sessions.is_empty() {
-            sessions.remove(user);
-        }
-        Ok(live)
+        Ok(users
+            .iter()
+            .map(|user| state.live_sessions(user, now))
+            .collect())
     }
 
     async fn instance_alive(

@@ -1,6 +1,5 @@
 //! The processor: store first, then deliver to live sessions or wake the recipient.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use std::hash::{Hash, Hasher};
@@ -15,6 +14,7 @@ use tracing::{debug, error, warn};
 
 use crate::clock::Clock;
 use crate::envelope_header::EnvelopeHeader;
+use crate::instance_id::InstanceId;
 use crate::ports::bus::{BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage};
 use crate::ports::delivery_channel::{DeliveryChannel, DeliveryItem};
 use crate::ports::envelope_store::{Durability, EnqueueOutcome, EnvelopeStore, QueuedEnvelope};
@@ -232,9 +232,8 @@ impl Processor {
         sessions: Vec<SessionInfo>,
         ingested_at_ms: Option<u64>,
     ) -> Routed {
-        let instances: BTreeSet<_> = sessions.into_iter().map(|s| s.instance).collect();
         let mut handed = 0usize;
-        for instance in &instances {
+        for instance in distinct_instances(&sessions) {
             let item = DeliveryItem {
                 recipient: envelope.recipient.clone(),
                 message_id: envelope.message_id.clone(),
@@ -510,6 +509,20 @@ impl RoutedBatch {
     }
 }
 
+/// The instances holding `sessions`, each once however many of the sessions it holds. A
+/// recipient has a handful of sessions at most: a scan costs less than building a set.
+fn distinct_instances(sessions: &[SessionInfo]) -> impl Iterator<Item = &InstanceId> {
+    sessions
+        .iter()
+        .enumerate()
+        .filter(|(at, session)| {
+            !sessions[..*at]
+                .iter()
+                .any(|earlier| earlier.instance == session.instance)
+        })
+        .map(|(_, session)| &session.instance)
+}
+
 /// The worker of `message`: by recipient attribute, else by content.
 fn shard_of(message: &BusMessage, shards: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -518,4 +531,42 @@ fn shard_of(message: &BusMessage, shards: usize) -> usize {
         None => message.data.hash(&mut hasher),
     }
     (hasher.finish() % shards as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::presence::Protocol;
+    use crate::session_id::SessionId;
+
+    fn session(instance: &InstanceId, n: u32) -> SessionInfo {
+        SessionInfo {
+            session: SessionId::from_stored(&format!("s-{n}")),
+            user: UserUrn::parse("urn:x:user:bob").unwrap(),
+            instance: instance.clone(),
+            protocol: Protocol::WebSocket,
+            connected_at_ms: 0,
+            last_seen_ms: 0,
+        }
+    }
+
+    #[test]
+    fn each_instance_is_handed_an_envelope_once_whatever_its_session_count() {
+        let (a, b, c) = (
+            InstanceId::new("a"),
+            InstanceId::new("b"),
+            InstanceId::new("c"),
+        );
+        let sessions = [
+            session(&b, 1),
+            session(&a, 2),
+            session(&b, 3),
+            session(&c, 4),
+            session(&a, 5),
+        ];
+        let handed: Vec<&InstanceId> = distinct_instances(&sessions).collect();
+        assert_eq!(handed, [&b, &a, &c], "first-seen order, no repeats");
+        assert_eq!(distinct_instances(&[]).count(), 0);
+        assert_eq!(distinct_instances(&sessions[..1]).collect::<Vec<_>>(), [&b]);
+    }
 }

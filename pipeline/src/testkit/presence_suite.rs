@@ -104,6 +104,14 @@ where
         presence.sessions(&bob).await.expect("sessions").is_empty(),
         "session must expire"
     );
+    assert_eq!(
+        presence
+            .sessions_many(std::slice::from_ref(&bob))
+            .await
+            .expect("many"),
+        [Vec::<SessionInfo>::new()],
+        "an expired session is gone from a batch lookup too"
+    );
     assert!(
         !presence
             .heartbeat(&bob, &b1.session, short)
@@ -132,6 +140,15 @@ where
             .expect("sessions")
             .is_empty(),
         "dead instance's sessions must not count"
+    );
+    assert!(
+        presence
+            .sessions_many(&[carol.clone(), bob.clone()])
+            .await
+            .expect("many")
+            .iter()
+            .all(Vec::is_empty),
+        "nor in a batch lookup"
     );
 
     // Graceful shutdown removes every session of the instance at once.
