@@ -1,7 +1,7 @@
 //! `POST /send`: accept an envelope, answer 202 once the bus confirmed it.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pipeline::ports::{RateDecision, RateLimiter};
 use pipeline::routing::to_bus_message;
@@ -87,7 +87,11 @@ pub async fn send(
     debug!(message_id = %envelope.message_id, recipient = %envelope.recipient, "envelope accepted");
     Ok((
         StatusCode::ACCEPTED,
-        [(header::CONTENT_TYPE, "application/json")],
+        // A static value: a `&str` one is copied into a new buffer on every response.
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         accepted_body(&envelope.message_id),
     )
         .into_response())
