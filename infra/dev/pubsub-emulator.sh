@@ -16,9 +16,7 @@ find_emulator() {
   exit 1
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+free_port() { "$(dirname "$0")/free-port.sh"; }
 
 case "${1:-}" in
   start)
@@ -26,18 +24,24 @@ case "${1:-}" in
     emulator=$(find_emulator)
     command -v java >/dev/null 2>&1 || { echo "the Pub/Sub emulator needs java (apt-get install default-jre-headless)" >&2; exit 1; }
     mkdir -p "$dir"
-    port=$(free_port)
-    setsid "$emulator" --host=127.0.0.1 --port="$port" >"$dir/pubsub.log" 2>&1 < /dev/null &
-    echo $! > "$dir/pubsub.pgid"
-    for _ in $(seq 1 300); do
-      if grep -q "Server started" "$dir/pubsub.log" 2>/dev/null; then
-        echo "127.0.0.1:$port"
-        exit 0
-      fi
-      sleep 0.1
+    # A port can still be taken between the pick and the JVM's bind: then try another.
+    for _ in 1 2 3; do
+      port=$(free_port)
+      setsid "$emulator" --host=127.0.0.1 --port="$port" >"$dir/pubsub.log" 2>&1 < /dev/null &
+      echo $! > "$dir/pubsub.pgid"
+      for _ in $(seq 1 300); do
+        if grep -q "Server started" "$dir/pubsub.log" 2>/dev/null; then
+          echo "127.0.0.1:$port"
+          exit 0
+        fi
+        if grep -q "Address already in use" "$dir/pubsub.log" 2>/dev/null; then break; fi
+        sleep 0.1
+      done
+      kill -- -"$(cat "$dir/pubsub.pgid")" 2>/dev/null || true
+      grep -q "Address already in use" "$dir/pubsub.log" 2>/dev/null || break
+      echo "the Pub/Sub emulator's port $port was taken; trying another" >&2
     done
     echo "the Pub/Sub emulator did not start; log:" >&2; cat "$dir/pubsub.log" >&2
-    kill -- -"$(cat "$dir/pubsub.pgid")" 2>/dev/null || true
     exit 1
     ;;
   stop)

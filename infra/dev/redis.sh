@@ -17,9 +17,7 @@ ensure_installed() {
   }
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+free_port() { "$(dirname "$0")/free-port.sh"; }
 
 case "${1:-}" in
   start)
