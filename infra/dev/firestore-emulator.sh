@@ -16,7 +16,8 @@ find_emulator() {
   exit 1
 }
 
-free_port() { "$(dirname "$0")/free-port.sh"; }
+# shellcheck source=start-on-free-port.sh
+source "$(dirname "$0")/start-on-free-port.sh"
 
 case "${1:-}" in
   start)
@@ -24,25 +25,9 @@ case "${1:-}" in
     emulator=$(find_emulator)
     command -v java >/dev/null 2>&1 || { echo "the Firestore emulator needs java (apt-get install default-jre-headless)" >&2; exit 1; }
     mkdir -p "$dir"
-    # A port can still be taken between the pick and the JVM's bind: then try another.
-    for _ in 1 2 3; do
-      port=$(free_port)
-      setsid "$emulator" start --host=127.0.0.1 --port="$port" --database-mode=firestore-native >"$dir/firestore.log" 2>&1 < /dev/null &
-      echo $! > "$dir/firestore.pgid"
-      for _ in $(seq 1 300); do
-        if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
-          echo "127.0.0.1:$port"
-          exit 0
-        fi
-        if grep -q "Address already in use" "$dir/firestore.log" 2>/dev/null; then break; fi
-        sleep 0.1
-      done
-      kill -- -"$(cat "$dir/firestore.pgid")" 2>/dev/null || true
-      grep -q "Address already in use" "$dir/firestore.log" 2>/dev/null || break
-      echo "the Firestore emulator's port $port was taken; trying another" >&2
-    done
-    echo "the Firestore emulator did not start; log:" >&2; cat "$dir/firestore.log" >&2
-    exit 1
+    run() { exec setsid "$emulator" start --host=127.0.0.1 --port="$1" --database-mode=firestore-native; }
+    serves() { curl -s -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null; }
+    start_on_free_port "Firestore emulator" "$dir/firestore.log" "$dir/firestore.pgid" run serves
     ;;
   stop)
     dir=${2:?usage: firestore-emulator.sh stop <dir>}
