@@ -147,7 +147,7 @@ where
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = request.method().clone();
         let span = {
-            let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+            let route = route_label(route.as_ref());
             match trace_id(request.headers()) {
                 Some(trace) => tracing::info_span!("request", %method, %route, trace_id = %trace),
                 None => tracing::info_span!("request", %method, %route),
@@ -167,8 +167,10 @@ where
     }
 }
 
-/// The route label of a request no route matched.
-const UNMATCHED: &str = "unmatched";
+/// The route label of a request: the pattern of the route it matched, or `unmatched`.
+fn route_label(route: Option<&MatchedPath>) -> &str {
+    route.map_or("unmatched", MatchedPath::as_str)
+}
 
 /// What a finished request is recorded with.
 struct Done {
@@ -198,7 +200,7 @@ where
         let result = ready!(this.inner.poll(cx));
         if let (Ok(response), Some(done)) = (&result, this.done.take()) {
             done.metrics.record(
-                done.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+                route_label(done.route.as_ref()),
                 &done.method,
                 response.status(),
                 done.started.elapsed().as_secs_f64(),
