@@ -20,8 +20,9 @@ pub struct UserUrn(Arc<str>);
 impl UserUrn {
     /// Parses `input`, upgrading a bare id (no `:`) to `urn:sm:user:<id>`.
     ///
-    /// Checks `input` where it lies and allocates once, for the URN it returns: ingest and
-    /// the transformer parse a recipient per envelope.
+    /// Checks `input` where it lies and allocates only for the URN it returns (once for a
+    /// full URN, twice for a bare id, whose prefixed text is built first): ingest and the
+    /// transformer parse a recipient per envelope.
     pub fn parse(input: &str) -> Result<Self, EnvelopeError> {
         if input.is_empty() {
             return Err(EnvelopeError::InvalidUrn("empty".into()));
