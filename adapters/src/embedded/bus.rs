@@ -374,6 +374,7 @@ impl Acknowledger for EmbeddedAcker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipeline::ports::BusAttributes;
 
     #[test]
     fn messages_round_trip_through_the_log_encoding() {
@@ -384,6 +385,22 @@ mod tests {
         let bytes = encode(&message).unwrap();
         assert_eq!(decode(&bytes), Some(message));
         assert_eq!(decode(&bytes[..5]), None, "a cut message does not decode");
+    }
+
+    #[test]
+    fn an_ingestors_typed_attributes_are_logged_as_their_text_would_be() {
+        let recipient = pipeline::UserUrn::parse("urn:a:user:b").unwrap();
+        let id = pipeline::MessageId::parse("m-1").unwrap();
+        let typed = BusAttributes::ingested(&recipient, &id, 1_700_000_000_123, "http");
+        let data = Bytes::from_static(b"{}");
+        let as_text = BusMessage::new(data.clone(), typed.to_map());
+        let message = BusMessage::new(data, typed);
+        let bytes = encode(&message).unwrap();
+        assert_eq!(bytes, encode(&as_text).unwrap(), "the same record bytes");
+        let read = decode(&bytes).unwrap();
+        assert_eq!(read, message);
+        assert_eq!(read.attributes.ingested_at_ms(), Some(1_700_000_000_123));
+        assert_eq!(read.attributes.recipient(), Some("urn:a:user:b"));
     }
 
     #[test]
