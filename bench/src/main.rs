@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use bench::report::Report;
 use bench::rounds::{Rounds, median_index};
 use bench::{Load, scenario};
@@ -46,9 +46,11 @@ struct Args {
     /// How long to send.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     duration: Duration,
-    /// Envelopes per second in all (open loop); unset: closed loop at maximum.
-    #[arg(long)]
-    rate: Option<u64>,
+    /// Envelopes per second in all (open loop); `half`: half the router's maximum, measured
+    /// by a closed-loop run of the router alone before each round (embedded, redis); unset:
+    /// closed loop at maximum.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<Rate>,
     /// How long a WebSocket receiver gathers acks before sending them (or 64 of them).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
     ack_interval: Duration,
@@ -85,6 +87,28 @@ struct Args {
     /// Where results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+}
+
+/// The open-loop rate asked for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rate {
+    /// This many envelopes per second in all.
+    PerSecond(u64),
+    /// Half the router's closed-loop maximum, measured before each round.
+    HalfOfMaximum,
+}
+
+/// Reads `--rate`: a positive number of envelopes per second, or `half`.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text == "half" {
+        return Ok(Rate::HalfOfMaximum);
+    }
+    match text.parse::<u64>() {
+        Ok(rate) if rate > 0 => Ok(Rate::PerSecond(rate)),
+        _ => Err(format!(
+            "`{text}` is neither a positive number of envelopes per second nor `half`"
+        )),
+    }
 }
 
 /// Runs `round` `count` times (at least once), then writes and prints the round with the
@@ -125,24 +149,46 @@ async fn main() -> Result<()> {
         senders: args.senders,
         payload: args.payload,
         duration: args.duration,
-        rate: args.rate,
+        rate: match args.rate {
+            Some(Rate::PerSecond(rate)) => Some(rate),
+            Some(Rate::HalfOfMaximum) | None => None,
+        },
         ack_interval: args.ack_interval,
     };
+    let at_half = args.rate == Some(Rate::HalfOfMaximum);
+    if at_half && !matches!(args.scenario, Scenario::Embedded | Scenario::Redis) {
+        bail!("--rate half is for the embedded and redis scenarios");
+    }
     match args.scenario {
         Scenario::Embedded => {
-            run_rounds("embedded", args.rounds, &args.out, || {
-                scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load)
+            run_rounds("embedded", args.rounds, &args.out, || async {
+                if at_half {
+                    scenario::embedded_at_half(&args.router_bin, &args.mosquitto_bin, &load).await
+                } else {
+                    scenario::embedded(&args.router_bin, &args.mosquitto_bin, &load).await
+                }
             })
             .await?;
         }
         Scenario::Redis => {
-            run_rounds("redis", args.rounds, &args.out, || {
-                scenario::redis(
-                    &args.router_bin,
-                    &args.mosquitto_bin,
-                    &load,
-                    &args.redis_url,
-                )
+            run_rounds("redis", args.rounds, &args.out, || async {
+                if at_half {
+                    scenario::redis_at_half(
+                        &args.router_bin,
+                        &args.mosquitto_bin,
+                        &load,
+                        &args.redis_url,
+                    )
+                    .await
+                } else {
+                    scenario::redis(
+                        &args.router_bin,
+                        &args.mosquitto_bin,
+                        &load,
+                        &args.redis_url,
+                    )
+                    .await
+                }
             })
             .await?;
         }
@@ -193,4 +239,18 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_a_positive_number_or_half() {
+        assert_eq!(parse_rate("4000"), Ok(Rate::PerSecond(4000)));
+        assert_eq!(parse_rate("half"), Ok(Rate::HalfOfMaximum));
+        for refused in ["0", "-5", "Half", "4k", ""] {
+            assert!(parse_rate(refused).is_err(), "{refused}");
+        }
+    }
 }

@@ -25,6 +25,9 @@ pub struct Report {
     pub throughput_ratio: f64,
     /// router p99 / baseline p99.
     pub p99_ratio: f64,
+    /// The router's closed-loop maximum measured just before, when the open-loop rate was
+    /// set at half of it (`--rate half`).
+    pub router_maximum_per_s: Option<f64>,
 }
 
 impl Report {
@@ -43,6 +46,7 @@ impl Report {
             ack_interval_ms: load.ack_interval.as_secs_f64() * 1000.0,
             throughput_ratio: ratio(router.throughput_per_s, baseline.throughput_per_s),
             p99_ratio: ratio(router.p99_ms, baseline.p99_ms),
+            router_maximum_per_s: None,
             router,
             baseline,
         }
@@ -54,10 +58,12 @@ impl Report {
         let mut out = format!(
             "### {}\n\n{r} receivers, {s} senders, {p} B payload, {d:.0} s, {}, acks gathered for {} ms\n\n| system | accepted | received | lost | late | dup | errors | per s | p50 ms | p99 ms | max ms | CPU s | CPU µs per msg | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.scenario,
-            if rate == 0 {
-                "closed loop".to_owned()
-            } else {
-                format!("{rate}/s open loop")
+            match (rate, self.router_maximum_per_s) {
+                (0, _) => "closed loop".to_owned(),
+                (rate, None) => format!("{rate}/s open loop"),
+                (rate, Some(maximum)) => format!(
+                    "{rate}/s open loop (half the router's closed-loop maximum of {maximum:.0}/s, measured just before)"
+                ),
             },
             self.ack_interval_ms
         );

@@ -29,6 +29,10 @@ pub struct Round {
     /// Envelopes the router accepted but delivered only after the harness stopped waiting:
     /// still queued for their recipients when the round ended.
     pub late: u64,
+    /// Offered envelopes per second in all (0: closed loop).
+    pub offered_per_s: u64,
+    /// The router's closed-loop maximum the round's rate was set from (`--rate half`).
+    pub router_maximum_per_s: Option<f64>,
 }
 
 /// Every round of a scenario and the medians of their ratios.
@@ -62,6 +66,8 @@ impl Rounds {
                 baseline_cpu_us: report.baseline.cpu_us_per_message(),
                 lost: report.router.lost + report.baseline.lost,
                 late: report.router.still_queued,
+                offered_per_s: report.load.4,
+                router_maximum_per_s: report.router_maximum_per_s,
             })
             .collect();
         Self {
@@ -75,14 +81,27 @@ impl Rounds {
 
     /// The markdown table: a row per round, then the medians.
     pub fn markdown(&self) -> String {
+        // Rounds at half the maximum say what each measured and offered.
+        let at_half = self.rounds.iter().any(|r| r.router_maximum_per_s.is_some());
         let mut out = format!(
-            "### {} — {} rounds\n\n| round | router per s | mosquitto per s | ratio | router p99 ms | mosquitto p99 ms | p99 ratio | router CPU µs per msg | mosquitto CPU µs per msg | lost | late |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "### {} — {} rounds\n\n| round |{} router per s | mosquitto per s | ratio | router p99 ms | mosquitto p99 ms | p99 ratio | router CPU µs per msg | mosquitto CPU µs per msg | lost | late |\n|---|{}---|---|---|---|---|---|---|---|---|---|\n",
             self.scenario,
-            self.rounds.len()
+            self.rounds.len(),
+            if at_half {
+                " router maximum per s | offered per s |"
+            } else {
+                ""
+            },
+            if at_half { "---|---|" } else { "" },
         );
         for (index, round) in self.rounds.iter().enumerate() {
+            let offered = match round.router_maximum_per_s {
+                Some(maximum) => format!(" {maximum:.0} | {} |", round.offered_per_s),
+                None if at_half => " | |".to_owned(),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} |\n",
+                "| {} |{offered} {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} |\n",
                 index + 1,
                 round.router_per_s,
                 round.baseline_per_s,
@@ -125,7 +144,66 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{median, median_index};
+    use super::{Round, Rounds, median, median_index};
+
+    fn round(offered_per_s: u64, router_maximum_per_s: Option<f64>) -> Round {
+        Round {
+            router_per_s: 4000.0,
+            baseline_per_s: 4000.0,
+            router_p99_ms: 3.0,
+            baseline_p99_ms: 2.0,
+            throughput_ratio: 1.0,
+            p99_ratio: 1.5,
+            router_cpu_us: 100.0,
+            baseline_cpu_us: 40.0,
+            lost: 0,
+            late: 0,
+            offered_per_s,
+            router_maximum_per_s,
+        }
+    }
+
+    fn table(rounds: Vec<Round>) -> String {
+        Rounds {
+            scenario: "embedded".into(),
+            rounds,
+            median_throughput_ratio: 1.0,
+            median_p99_ratio: 1.5,
+            median_router_cpu_us: 100.0,
+        }
+        .markdown()
+    }
+
+    #[test]
+    fn rounds_at_half_the_maximum_show_what_each_measured_and_offered() {
+        let markdown = table(vec![round(4001, Some(8002.4)), round(3900, Some(7800.0))]);
+        assert!(
+            markdown.contains("| round | router maximum per s | offered per s | router per s |")
+        );
+        assert!(
+            markdown.contains("| 1 | 8002 | 4001 | 4000 |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| 2 | 7800 | 3900 | 4000 |"),
+            "{markdown}"
+        );
+        // Every row has as many cells as the header.
+        let cells: Vec<usize> = markdown
+            .lines()
+            .filter(|line| line.starts_with('|'))
+            .map(|line| line.matches('|').count())
+            .collect();
+        assert!(cells.windows(2).all(|w| w[0] == w[1]), "{markdown}");
+    }
+
+    #[test]
+    fn other_rounds_keep_their_columns() {
+        let markdown = table(vec![round(0, None)]);
+        assert!(markdown.contains("| round | router per s |"));
+        assert!(markdown.contains("| 1 | 4000 | 4000 |"), "{markdown}");
+        assert!(!markdown.contains("maximum"));
+    }
 
     #[test]
     fn the_median_of_an_odd_count_is_its_middle_value() {

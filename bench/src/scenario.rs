@@ -13,6 +13,21 @@ pub async fn embedded(router_bin: &Path, mosquitto_bin: &Path, load: &Load) -> R
     with_router_env("embedded", router_bin, mosquitto_bin, load, &[]).await
 }
 
+/// `embedded` at half the router's maximum, where the p99 target is set: a closed-loop run
+/// of the router alone under `load`'s users, senders and payload finds the maximum, then both
+/// systems run open loop at half of it. The report names the maximum.
+pub async fn embedded_at_half(
+    router_bin: &Path,
+    mosquitto_bin: &Path,
+    load: &Load,
+) -> Result<Report> {
+    let maximum = router_maximum(router_bin, load, &[]).await?;
+    let half = at_half_of(load, maximum);
+    let mut report = embedded(router_bin, mosquitto_bin, &half).await?;
+    report.router_maximum_per_s = Some(maximum);
+    Ok(report)
+}
+
 /// `redis`: presence, queues and rate limits in Redis at `redis_url` (a key prefix of its own,
 /// deleted after the run).
 pub async fn redis(
@@ -26,6 +41,51 @@ pub async fn redis(
     let report = with_router_env("redis", router_bin, mosquitto_bin, load, &env).await;
     delete_prefix(redis_url, &prefix).await?;
     report
+}
+
+/// `redis` at half the router's maximum, found as in [`embedded_at_half`] with the same
+/// backends under a key prefix of the probe's own (deleted after it).
+pub async fn redis_at_half(
+    router_bin: &Path,
+    mosquitto_bin: &Path,
+    load: &Load,
+    redis_url: &str,
+) -> Result<Report> {
+    let prefix = format!("er-bench-{}-maximum:", std::process::id());
+    let maximum = router_maximum(router_bin, load, &redis_backends(redis_url, &prefix)).await;
+    delete_prefix(redis_url, &prefix).await?;
+    let maximum = maximum?;
+    let half = at_half_of(load, maximum);
+    let mut report = redis(router_bin, mosquitto_bin, &half, redis_url).await?;
+    report.router_maximum_per_s = Some(maximum);
+    Ok(report)
+}
+
+/// The router's maximum, envelopes received per second: one closed-loop run of a router
+/// started with `env`, alone, under `load`'s users, senders, payload and duration.
+async fn router_maximum(router_bin: &Path, load: &Load, env: &[(&str, &str)]) -> Result<f64> {
+    let router = start_router(router_bin, env)?;
+    let entry = [router.addr.clone()];
+    let closed = Load {
+        rate: None,
+        ..load.clone()
+    };
+    let outcome = router_load::run(&entry, &closed).await?;
+    let stats = outcome.collector.finish(
+        "envelope-router",
+        &outcome.accepted,
+        outcome.errors,
+        outcome.sending,
+    );
+    Ok(stats.throughput_per_s)
+}
+
+/// `load` open loop at half of `maximum` envelopes per second (at least one).
+pub fn at_half_of(load: &Load, maximum: f64) -> Load {
+    Load {
+        rate: Some(((maximum / 2.0).round() as u64).max(1)),
+        ..load.clone()
+    }
 }
 
 /// `sweep`: the embedded scenario open loop at each of `rates`, both systems; what each

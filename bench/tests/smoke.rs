@@ -71,6 +71,30 @@ async fn the_embedded_scenario_runs_and_loses_nothing() {
     let _ = std::fs::remove_dir_all(out);
 }
 
+#[tokio::test]
+async fn the_embedded_scenario_at_half_the_maximum_offers_half_what_the_router_carried() {
+    let report = scenario::embedded_at_half(&router_bin(), &mosquitto_bin(), &tiny_load())
+        .await
+        .expect("scenario");
+    let maximum = report
+        .router_maximum_per_s
+        .expect("the maximum is reported");
+    assert!(maximum > 0.0, "the closed-loop probe carried nothing");
+    let offered = report.load.4;
+    assert_eq!(offered, ((maximum / 2.0).round() as u64).max(1));
+    for run in [&report.router, &report.baseline] {
+        assert!(run.received > 0, "{} received nothing", run.system);
+        assert_eq!(run.lost, 0, "{} lost envelopes", run.system);
+    }
+    assert!(
+        report.markdown().contains(&format!(
+            "{offered}/s open loop (half the router's closed-loop maximum of {maximum:.0}/s"
+        )),
+        "{}",
+        report.markdown()
+    );
+}
+
 /// `path` is a PNG image of the plot's size.
 fn assert_png(path: &std::path::Path) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
