@@ -1,6 +1,7 @@
 //! Scenarios: each runs the router and the Mosquitto baseline under one load, in one invocation.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
 
@@ -36,7 +37,7 @@ pub async fn redis(
     load: &Load,
     redis_url: &str,
 ) -> Result<Report> {
-    let prefix = format!("er-bench-{}:", std::process::id());
+    let prefix = key_prefix();
     let env = redis_backends(redis_url, &prefix);
     let report = with_router_env("redis", router_bin, mosquitto_bin, load, &env).await;
     delete_prefix(redis_url, &prefix).await?;
@@ -51,7 +52,7 @@ pub async fn redis_at_half(
     load: &Load,
     redis_url: &str,
 ) -> Result<Report> {
-    let prefix = format!("er-bench-{}-maximum:", std::process::id());
+    let prefix = key_prefix();
     let maximum = router_maximum(router_bin, load, &redis_backends(redis_url, &prefix)).await;
     delete_prefix(redis_url, &prefix).await?;
     let maximum = maximum?;
@@ -112,6 +113,17 @@ pub async fn sweep(
         });
     }
     Ok(crate::report::SweepReport { points })
+}
+
+/// A Redis key prefix of one run, unlike any other run's in this process (runs may go on at
+/// once, as the smoke tests do) or in another: the process id and a count.
+fn key_prefix() -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "er-bench-{}-{}:",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The settings that put presence, queues and rate limits in Redis at `url`, under `prefix`.

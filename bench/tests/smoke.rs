@@ -207,6 +207,23 @@ async fn the_redis_scenario_runs_and_loses_nothing() {
     assert_eq!(report.router.lost, 0);
 }
 
+#[tokio::test]
+async fn the_redis_scenario_at_half_the_maximum_offers_half_what_the_router_carried() {
+    let url = std::env::var("REDIS_URL")
+        .expect("REDIS_URL is not set: run ./infra/test.sh, which starts redis-server");
+    let report = scenario::redis_at_half(&router_bin(), &mosquitto_bin(), &tiny_load(), &url)
+        .await
+        .expect("redis scenario at half");
+    assert_eq!(report.scenario, "redis");
+    let maximum = report
+        .router_maximum_per_s
+        .expect("the maximum is reported");
+    assert!(maximum > 0.0, "the closed-loop probe carried nothing");
+    assert_eq!(report.load.4, ((maximum / 2.0).round() as u64).max(1));
+    assert!(report.router.received > 0);
+    assert_eq!(report.router.lost, 0);
+}
+
 #[test]
 fn rounds_report_every_round_and_write_the_median_one() {
     let out = std::env::temp_dir().join(format!("er-bench-rounds-{}", std::process::id()));
