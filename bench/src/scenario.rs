@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use crate::processes::{ServerProcess, start_mosquitto, start_router};
 use crate::report::Report;
+use crate::stats::RunStats;
 use crate::{Load, mqtt_load, router_load};
 
 /// `embedded`: `serve` with its defaults (local bus, embedded store, memory presence).
@@ -71,14 +72,7 @@ async fn router_maximum(router_bin: &Path, load: &Load, env: &[(&str, &str)]) ->
         rate: None,
         ..load.clone()
     };
-    let outcome = router_load::run(&entry, &closed).await?;
-    let stats = outcome.collector.finish(
-        "envelope-router",
-        &outcome.accepted,
-        outcome.errors,
-        outcome.sending,
-    );
-    Ok(stats.throughput_per_s)
+    Ok(drive_routers(&entry, &closed).await?.throughput_per_s)
 }
 
 /// `load` open loop at half of `maximum` envelopes per second (at least one).
@@ -173,14 +167,7 @@ async fn measure(
     mosquitto_bin: &Path,
     load: &Load,
 ) -> Result<Report> {
-    let outcome = router_load::run(entry, load).await?;
-    let mut ours = outcome.collector.finish(
-        "envelope-router",
-        &outcome.accepted,
-        outcome.errors,
-        outcome.sending,
-    );
-    ours.count_still_queued(outcome.still_queued);
+    let mut ours = drive_routers(entry, load).await?;
     ours.cpu_seconds = routers.iter().map(ServerProcess::cpu_seconds).sum();
     ours.peak_rss_kib = routers.iter().map(ServerProcess::peak_rss_kib).sum();
     drop(routers);
@@ -196,6 +183,20 @@ async fn measure(
     theirs.cpu_seconds = broker.cpu_seconds();
     theirs.peak_rss_kib = broker.peak_rss_kib();
     Ok(Report::new(name, load, ours, theirs))
+}
+
+/// Drives routers through their `entry` addresses under `load`; their figures, without the
+/// processes' CPU time and memory.
+async fn drive_routers(entry: &[String], load: &Load) -> Result<RunStats> {
+    let outcome = router_load::run(entry, load).await?;
+    let mut stats = outcome.collector.finish(
+        "envelope-router",
+        &outcome.accepted,
+        outcome.errors,
+        outcome.sending,
+    );
+    stats.count_still_queued(outcome.still_queued);
+    Ok(stats)
 }
 
 /// The Pub/Sub project the cluster scenario uses in the emulator.
