@@ -225,6 +225,67 @@ async fn the_redis_scenario_at_half_the_maximum_offers_half_what_the_router_carr
 }
 
 #[test]
+fn the_cli_runs_rounds_at_half_the_maximum_and_refuses_what_it_cannot_run() {
+    let out = std::env::temp_dir().join(format!("er-bench-half-{}", std::process::id()));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["embedded", "--rate", "half", "--rounds", "2"])
+        .args(["--duration", "1s", "--receivers", "4", "--senders", "2"])
+        .args(["--payload", "256"])
+        .arg("--router-bin")
+        .arg(router_bin())
+        .arg("--mosquitto-bin")
+        .arg(mosquitto_bin())
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run bench");
+    assert!(status.success(), "bench exited with {status}");
+    let rounds: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("embedded-rounds.json")).expect("rounds json"),
+    )
+    .expect("rounds json");
+    let each = rounds["rounds"].as_array().expect("rounds");
+    assert_eq!(each.len(), 2);
+    for round in each {
+        let maximum = round["router_maximum_per_s"].as_f64().expect("a maximum");
+        assert!(maximum > 0.0);
+        assert_eq!(
+            round["offered_per_s"].as_u64(),
+            Some(((maximum / 2.0).round() as u64).max(1))
+        );
+        assert_eq!(round["lost"], 0);
+    }
+    let markdown = std::fs::read_to_string(out.join("embedded-rounds.md")).expect("markdown");
+    assert!(markdown.contains("| router maximum per s | offered per s |"));
+    let _ = std::fs::remove_dir_all(out);
+
+    // What it cannot run is refused before anything starts, with the reason.
+    for (args, reason) in [
+        (
+            &["sweep", "--rate", "half"][..],
+            "--rate half is for the embedded and redis",
+        ),
+        (
+            &["embedded", "--rate", "0"][..],
+            "neither a positive number",
+        ),
+        (
+            &["embedded", "--rate", "fast"][..],
+            "neither a positive number",
+        ),
+    ] {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+            .args(args)
+            .output()
+            .expect("run bench");
+        assert!(!run.status.success(), "{args:?} must be refused");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn rounds_report_every_round_and_write_the_median_one() {
     let out = std::env::temp_dir().join(format!("er-bench-rounds-{}", std::process::id()));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
