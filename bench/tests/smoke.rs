@@ -57,9 +57,7 @@ async fn the_embedded_scenario_runs_and_loses_nothing() {
     report.write(&out).expect("write");
     let markdown = std::fs::read_to_string(out.join("embedded.md")).expect("markdown");
     assert!(markdown.contains("| envelope-router |") && markdown.contains("| mosquitto |"));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("embedded.json")).expect("json"))
-            .expect("json");
+    let json: serde_json::Value = json_at(&out.join("embedded.json"));
     assert!(json["throughput_ratio"].as_f64().is_some_and(|r| r > 0.0));
     assert!(
         json["router"]["latency_cdf"]
@@ -224,11 +222,17 @@ async fn the_redis_scenario_at_half_the_maximum_offers_half_what_the_router_carr
     assert_eq!(report.router.lost, 0);
 }
 
-#[test]
-fn the_cli_runs_rounds_at_half_the_maximum_and_refuses_what_it_cannot_run() {
-    let out = std::env::temp_dir().join(format!("er-bench-half-{}", std::process::id()));
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["embedded", "--rate", "half", "--rounds", "2"])
+/// The JSON file at `path`, parsed.
+fn json_at(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Runs the bench binary with `args` and a tiny load (1 s, 4 receivers, 2 senders, 256 B)
+/// against the test build's router and Mosquitto, writing its results under `out`.
+fn run_bench(args: &[&str], out: &std::path::Path) -> std::process::ExitStatus {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
         .args(["--duration", "1s", "--receivers", "4", "--senders", "2"])
         .args(["--payload", "256"])
         .arg("--router-bin")
@@ -236,15 +240,18 @@ fn the_cli_runs_rounds_at_half_the_maximum_and_refuses_what_it_cannot_run() {
         .arg("--mosquitto-bin")
         .arg(mosquitto_bin())
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .stdout(std::process::Stdio::null())
         .status()
-        .expect("run bench");
+        .expect("run bench")
+}
+
+#[test]
+fn the_cli_runs_rounds_at_half_the_maximum_and_refuses_what_it_cannot_run() {
+    let out = std::env::temp_dir().join(format!("er-bench-half-{}", std::process::id()));
+    let status = run_bench(&["embedded", "--rate", "half", "--rounds", "2"], &out);
     assert!(status.success(), "bench exited with {status}");
-    let rounds: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("embedded-rounds.json")).expect("rounds json"),
-    )
-    .expect("rounds json");
+    let rounds: serde_json::Value = json_at(&out.join("embedded-rounds.json"));
     let each = rounds["rounds"].as_array().expect("rounds");
     assert_eq!(each.len(), 2);
     for round in each {
@@ -288,31 +295,12 @@ fn the_cli_runs_rounds_at_half_the_maximum_and_refuses_what_it_cannot_run() {
 #[test]
 fn rounds_report_every_round_and_write_the_median_one() {
     let out = std::env::temp_dir().join(format!("er-bench-rounds-{}", std::process::id()));
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args([
-            "embedded",
-            "--rounds",
-            "3",
-            "--duration",
-            "1s",
-            "--ack-interval",
-            "5ms",
-        ])
-        .args(["--receivers", "4", "--senders", "2", "--payload", "256"])
-        .arg("--router-bin")
-        .arg(router_bin())
-        .arg("--mosquitto-bin")
-        .arg(mosquitto_bin())
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run bench");
+    let status = run_bench(
+        &["embedded", "--rounds", "3", "--ack-interval", "5ms"],
+        &out,
+    );
     assert!(status.success(), "bench exited with {status}");
-    let rounds: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("embedded-rounds.json")).expect("rounds json"),
-    )
-    .expect("rounds json");
+    let rounds: serde_json::Value = json_at(&out.join("embedded-rounds.json"));
     let each = rounds["rounds"].as_array().expect("rounds");
     assert_eq!(each.len(), 3);
     assert!(each.iter().all(|round| round["lost"] == 0));
@@ -323,9 +311,7 @@ fn rounds_report_every_round_and_write_the_median_one() {
     ratios.sort_by(f64::total_cmp);
     assert_eq!(rounds["median_throughput_ratio"].as_f64(), Some(ratios[1]));
     // The full report written is the median round's.
-    let standing: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("embedded.json")).expect("json"))
-            .expect("json");
+    let standing: serde_json::Value = json_at(&out.join("embedded.json"));
     assert_eq!(standing["throughput_ratio"].as_f64(), Some(ratios[1]));
     assert_eq!(standing["ack_interval_ms"].as_f64(), Some(5.0));
     let markdown = std::fs::read_to_string(out.join("embedded-rounds.md")).expect("markdown");
