@@ -118,3 +118,54 @@ async fn pending_messages_of_an_older_version_move_onto_the_bus_log() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn an_acked_message_stays_acked_after_a_restart_and_an_unacked_one_comes_back() {
+    // The subscriber may get a message (and ack it) before its publish has returned: the
+    // writer hands it on once written, while the sync that confirms it still runs.
+    let dir = common::temp_dir("bus-ack-restart");
+    let bus_dir = dir.join("bus");
+    let message = |n: u32| {
+        let mut attributes = std::collections::BTreeMap::new();
+        attributes.insert("n".to_owned(), n.to_string());
+        pipeline::ports::BusMessage::new(bytes::Bytes::from(format!("m-{n}")), attributes)
+    };
+    {
+        let bus = EmbeddedBus::open(&bus_dir, EmbeddedBusConfig::default())
+            .await
+            .expect("bus");
+        let mut subscription = bus.subscribe().await.expect("subscribe");
+        for n in 0..2 {
+            let publishing = {
+                let bus = bus.clone();
+                let message = message(n);
+                tokio::spawn(async move { bus.publish(message).await })
+            };
+            let received = subscription.next().await.expect("message");
+            assert_eq!(received.message, message(n));
+            if n == 0 {
+                received.ack().await.expect("ack");
+            }
+            publishing.await.expect("task").expect("publish");
+        }
+        bus.flush().await.expect("flush");
+    }
+    let bus = EmbeddedBus::open(&bus_dir, EmbeddedBusConfig::default())
+        .await
+        .expect("reopen");
+    let mut subscription = bus.subscribe().await.expect("subscribe");
+    let again = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.next())
+        .await
+        .expect("the unacked message comes back")
+        .expect("message");
+    assert_eq!(again.message, message(1), "only the unacked message");
+    assert_eq!(again.attempt, 2);
+    again.ack().await.expect("ack");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), subscription.next())
+            .await
+            .is_err(),
+        "the acked message must not come back"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
