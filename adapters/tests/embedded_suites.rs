@@ -125,11 +125,7 @@ async fn an_acked_message_stays_acked_after_a_restart_and_an_unacked_one_comes_b
     // writer hands it on once written, while the sync that confirms it still runs.
     let dir = common::temp_dir("bus-ack-restart");
     let bus_dir = dir.join("bus");
-    let message = |n: u32| {
-        let mut attributes = std::collections::BTreeMap::new();
-        attributes.insert("n".to_owned(), n.to_string());
-        pipeline::ports::BusMessage::new(bytes::Bytes::from(format!("m-{n}")), attributes)
-    };
+    let message = testkit::bus_message;
     {
         let bus = EmbeddedBus::open(&bus_dir, EmbeddedBusConfig::default())
             .await

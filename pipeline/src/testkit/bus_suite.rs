@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use crate::ports::bus::{BusMessage, EnvelopeBus};
 
-fn message(n: u32) -> BusMessage {
+/// Bus message `n`: payload `payload-{n}`, one attribute `n`.
+pub fn bus_message(n: u32) -> BusMessage {
     let mut attributes = BTreeMap::new();
     attributes.insert("n".to_owned(), n.to_string());
     BusMessage::new(Bytes::from(format!("payload-{n}")), attributes)
@@ -25,7 +26,7 @@ where
     bus.check().await.expect("check");
     let mut sub = bus.subscribe().await.expect("subscribe");
     for n in 0..3 {
-        bus.publish(message(n)).await.expect("publish");
+        bus.publish(bus_message(n)).await.expect("publish");
     }
     let wait = Duration::from_secs(20);
     let mut seen = Vec::new();
@@ -39,12 +40,15 @@ where
     }
     let mut payloads: Vec<_> = seen.iter().map(|r| r.message.clone()).collect();
     payloads.sort_by(|a, b| a.data.cmp(&b.data));
-    assert_eq!(payloads, vec![message(0), message(1), message(2)]);
+    assert_eq!(
+        payloads,
+        vec![bus_message(0), bus_message(1), bus_message(2)]
+    );
 
     // Nack one: it comes again with a higher attempt; acked ones do not come again.
     let mut nacked = None;
     for received in seen {
-        if received.message == message(1) {
+        if received.message == bus_message(1) {
             nacked = Some(received.message.clone());
             received.nack().await.expect("nack");
         } else {
@@ -64,7 +68,7 @@ where
             .is_err(),
         "acked messages must not come back"
     );
-    bus.dead_letter(message(9), "test")
+    bus.dead_letter(bus_message(9), "test")
         .await
         .expect("dead letter");
 }

@@ -8,7 +8,7 @@ mod device_tokens_suite;
 mod envelope_store_suite;
 mod presence_suite;
 
-pub use bus_suite::bus_suite;
+pub use bus_suite::{bus_message, bus_suite};
 pub use device_tokens_suite::device_tokens_suite;
 pub use envelope_store_suite::envelope_store_suite;
 pub use presence_suite::presence_suite;
