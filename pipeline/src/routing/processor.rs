@@ -389,32 +389,68 @@ impl BatchSource {
     /// Moves the messages waiting (at least one, at most [`WORKER_BATCH`]) into `batch`;
     /// false once none will come. Cancel-safe: a cancelled call has taken nothing.
     async fn fill(&mut self, batch: &mut Vec<ReceivedMessage>) -> bool {
-        match self {
-            Self::Shard(receiver) => receiver.recv_many(batch, WORKER_BATCH).await > 0,
+        let first = match self {
+            Self::Shard(receiver) => receiver.recv().await,
             Self::Subscription {
                 subscription,
                 shutdown,
-            } => {
-                let first = tokio::select! {
-                    _ = shutdown.cancelled() => None,
-                    received = subscription.next() => received,
-                };
-                let Some(first) = first else {
-                    return false;
-                };
-                batch.push(first);
+            } => tokio::select! {
+                _ = shutdown.cancelled() => None,
+                received = subscription.next() => received,
+            },
+        };
+        let Some(first) = first else {
+            return false;
+        };
+        batch.push(first);
+        self.take_ready(batch);
+        true
+    }
+
+    /// Moves the messages ready now (none waited for) into `batch`, up to [`WORKER_BATCH`].
+    fn take_ready(&mut self, batch: &mut Vec<ReceivedMessage>) {
+        while batch.len() < WORKER_BATCH {
+            let ready = match self {
+                Self::Shard(receiver) => receiver.try_recv().ok(),
                 // `next` is cancel-safe, so polling it once and dropping it takes nothing.
-                while batch.len() < WORKER_BATCH {
-                    match subscription.next().now_or_never() {
-                        Some(Some(received)) => batch.push(received),
-                        _ => break,
-                    }
+                Self::Subscription { subscription, .. } => {
+                    subscription.next().now_or_never().flatten()
                 }
-                true
+            };
+            match ready {
+                Some(received) => batch.push(received),
+                None => return,
+            }
+        }
+    }
+
+    /// Lets the tasks already runnable on this worker run before `batch` is routed, and adds
+    /// what they published meanwhile, up to [`GATHER_YIELDS`] times while each finds more.
+    ///
+    /// The embedded bus hands a message on from its publisher's task, and tokio runs the
+    /// routing task it woke right after that one (its LIFO slot), before the other requests
+    /// ready beside it: routed at once, every message would be a batch of its own, and so
+    /// would its store write, its bus ack and its session's flush. Tokio runs a yielded task once its worker has run every
+    /// ready task and polled for I/O, so under load this gathers the messages of the requests
+    /// in flight into one batch, and on an idle worker it costs one poll and no wait.
+    async fn gather(&mut self, batch: &mut Vec<ReceivedMessage>) {
+        for _ in 0..GATHER_YIELDS {
+            if batch.len() >= WORKER_BATCH {
+                return;
+            }
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            self.take_ready(batch);
+            if batch.len() == before {
+                return;
             }
         }
     }
 }
+
+/// Most times a worker lets other tasks run while it gathers a batch: once for the tasks
+/// runnable when it yields, once more for those their I/O woke.
+const GATHER_YIELDS: usize = 2;
 
 /// One routing worker: routes its batches in order, and settles each (acks, nacks) on its own
 /// task once what the batch stored is durable, while it goes on routing.
@@ -443,6 +479,7 @@ impl Worker {
                     if !more {
                         break;
                     }
+                    source.gather(&mut batch).await;
                     unsettled += batch.len();
                     let batch = std::mem::take(&mut batch);
                     let routed = {
@@ -548,6 +585,74 @@ mod tests {
             connected_at_ms: 0,
             last_seen_ms: 0,
         }
+    }
+
+    /// Settles nothing: the batching tests only count messages.
+    struct Unsettled;
+
+    #[async_trait::async_trait]
+    impl crate::ports::bus::Acknowledger for Unsettled {
+        async fn ack(self: Box<Self>) -> Result<(), crate::error::BusError> {
+            Ok(())
+        }
+        async fn nack(self: Box<Self>, _: BusMessage) -> Result<(), crate::error::BusError> {
+            Ok(())
+        }
+    }
+
+    fn received(n: u8) -> ReceivedMessage {
+        let message = BusMessage::new(
+            bytes::Bytes::from(vec![n]),
+            std::collections::BTreeMap::new(),
+        );
+        ReceivedMessage::new(message, 1, Box::new(Unsettled))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_gathers_what_the_tasks_ready_beside_it_publish() {
+        let (publish, receiver) = mpsc::channel(WORKER_BATCH);
+        let mut source = BatchSource::Shard(receiver);
+        // Three requests ready to run, and one that only runs once the first three did.
+        for n in 1..=3u8 {
+            let publish = publish.clone();
+            tokio::spawn(async move {
+                publish.send(received(n)).await.unwrap();
+                if n == 3 {
+                    tokio::spawn(async move { publish.send(received(4)).await.unwrap() });
+                }
+            });
+        }
+        publish.send(received(0)).await.unwrap();
+        let mut batch = Vec::new();
+        assert!(source.fill(&mut batch).await);
+        assert_eq!(batch.len(), 1, "the others have not run yet");
+        source.gather(&mut batch).await;
+        let order: Vec<u8> = batch.iter().map(|r| r.message.data[0]).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4], "one batch, in publish order");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn gathering_stops_at_a_yield_that_finds_nothing_and_at_a_full_batch() {
+        let (publish, receiver) = mpsc::channel(2 * WORKER_BATCH);
+        let mut source = BatchSource::Shard(receiver);
+        publish.send(received(0)).await.unwrap();
+        let mut batch = Vec::new();
+        assert!(source.fill(&mut batch).await);
+        source.gather(&mut batch).await;
+        assert_eq!(batch.len(), 1, "nothing else was ready");
+        // More than a batch waiting: the first fill is full, and gathering takes no more.
+        for n in 0..WORKER_BATCH + 5 {
+            publish.send(received(n as u8)).await.unwrap();
+        }
+        let mut batch = Vec::new();
+        assert!(source.fill(&mut batch).await);
+        source.gather(&mut batch).await;
+        assert_eq!(batch.len(), WORKER_BATCH);
+        drop(publish);
+        let mut rest = Vec::new();
+        assert!(source.fill(&mut rest).await);
+        assert_eq!(rest.len(), 5);
+        assert!(!source.fill(&mut Vec::new()).await, "none will come");
     }
 
     #[test]
