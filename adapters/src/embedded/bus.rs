@@ -14,7 +14,7 @@ use pipeline::ports::bus::{
     Acknowledger, BusMessage, BusSubscription, EnvelopeBus, ReceivedMessage,
 };
 use redb::TableDefinition;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::embedded::bus_log::{BusLog, Position, SEGMENT_BYTES};
@@ -103,9 +103,27 @@ fn decode(bytes: &[u8]) -> Option<BusMessage> {
 
 /// A message ready for the subscriber.
 struct Ready {
-    position: Position,
+    place: Place,
     message: BusMessage,
     attempt: u32,
+}
+
+/// Where a message ready for the subscriber is in the log: what its ack names.
+enum Place {
+    /// Known: read back at open.
+    Known(Position),
+    /// Told by the writer thread once the message is written (dropped if the write fails).
+    Coming(oneshot::Receiver<Position>),
+}
+
+impl Place {
+    /// The position, once written; `None` if the write failed (nothing to ack).
+    async fn resolve(self) -> Option<Position> {
+        match self {
+            Self::Known(position) => Some(position),
+            Self::Coming(told) => told.await.ok(),
+        }
+    }
 }
 
 struct Inner {
@@ -197,10 +215,10 @@ impl EmbeddedBus {
                     continue;
                 };
                 let ready = Ready {
-                    position: Position {
+                    place: Place::Known(Position {
                         seq: entry.seq,
                         segment: entry.segment,
-                    },
+                    }),
                     message,
                     attempt: 2,
                 };
@@ -252,17 +270,14 @@ impl EnvelopeBus for EmbeddedBus {
         .map_err(|_| BusError::Unavailable("bus is full; the processor is behind".into()))?
         .map_err(|_| BusError::Closed)?;
         let bytes = encode(&message)?;
-        // Routed once written, confirmed once synced: the recipient need not wait for the
-        // sender's fsync (docs/guarantees.md: "A recipient may get an envelope before its
-        // sender gets the 202"). The writer thread hands the message to the subscriber itself,
-        // in log order; a failed write drops the permit and the sync signal carries the error.
+        // Handed to the subscriber as soon as its append is queued, from this task: the
+        // recipient waits neither for the writer thread nor for the sync (docs/guarantees.md:
+        // "A recipient may get an envelope before its sender gets the 202"). The ack waits
+        // for the position the writer thread tells once the message is written.
+        let (tell, told) = oneshot::channel();
         let on_written = Box::new(move |written: Result<Position, String>| {
             if let Ok(position) = written {
-                permit.send(Ready {
-                    position,
-                    message,
-                    attempt: 1,
-                });
+                let _ = tell.send(position);
             }
         });
         let synced = inner
@@ -270,6 +285,11 @@ impl EnvelopeBus for EmbeddedBus {
             .append(bytes, on_written)
             .await
             .map_err(unavailable)?;
+        permit.send(Ready {
+            place: Place::Coming(told),
+            message,
+            attempt: 1,
+        });
         synced.wait().await.map_err(unavailable)
     }
 
@@ -314,7 +334,7 @@ struct EmbeddedSubscription {
 impl BusSubscription for EmbeddedSubscription {
     async fn next(&mut self) -> Option<ReceivedMessage> {
         let Ready {
-            position,
+            place,
             message,
             attempt,
         } = self.receiver.recv().await?;
@@ -323,7 +343,7 @@ impl BusSubscription for EmbeddedSubscription {
             attempt,
             Box::new(EmbeddedAcker {
                 inner: self.inner.clone(),
-                position,
+                place,
                 attempt,
             }),
         ))
@@ -334,7 +354,7 @@ impl BusSubscription for EmbeddedSubscription {
 /// message back to queue it again, so the acker keeps no copy of it.
 struct EmbeddedAcker {
     inner: Arc<Inner>,
-    position: Position,
+    place: Place,
     attempt: u32,
 }
 
@@ -342,13 +362,17 @@ struct EmbeddedAcker {
 impl Acknowledger for EmbeddedAcker {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         // A lost ack only redelivers the message after a crash; the processor dedupes it.
-        self.inner.log.ack(self.position).await.map_err(unavailable)
+        // A message whose write failed is not in the log: nothing to ack.
+        let Some(position) = self.place.resolve().await else {
+            return Ok(());
+        };
+        self.inner.log.ack(position).await.map_err(unavailable)
     }
 
     async fn nack(self: Box<Self>, message: BusMessage) -> Result<(), BusError> {
         let Self {
             inner,
-            position,
+            place,
             attempt,
         } = *self;
         let delay = inner
@@ -357,7 +381,7 @@ impl Acknowledger for EmbeddedAcker {
             .saturating_mul(1 << attempt.saturating_sub(1).min(16))
             .min(inner.config.max_backoff);
         let ready = Ready {
-            position,
+            place,
             message,
             attempt: attempt + 1,
         };
@@ -401,6 +425,44 @@ mod tests {
         assert_eq!(read, message);
         assert_eq!(read.attributes.ingested_at_ms(), Some(1_700_000_000_123));
         assert_eq!(read.attributes.recipient(), Some("urn:a:user:b"));
+    }
+
+    #[tokio::test]
+    async fn an_ack_waits_for_the_position_and_a_message_never_written_acks_nothing() {
+        let dir = std::env::temp_dir().join(format!(
+            "er-bus-place-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let bus = EmbeddedBus::open(&dir, EmbeddedBusConfig::default())
+            .await
+            .unwrap();
+        let acker = |place| {
+            Box::new(EmbeddedAcker {
+                inner: bus.inner.clone(),
+                place,
+                attempt: 1,
+            })
+        };
+        let (tell, told) = oneshot::channel();
+        let mut ack = tokio::spawn(acker(Place::Coming(told)).ack());
+        tokio::task::yield_now().await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut ack)
+                .await
+                .is_err(),
+            "the ack waits until the writer tells the position"
+        );
+        tell.send(Position { seq: 1, segment: 1 }).unwrap();
+        assert!(ack.await.unwrap().is_ok());
+        let (tell, told) = oneshot::channel::<Position>();
+        drop(tell);
+        assert!(
+            acker(Place::Coming(told)).ack().await.is_ok(),
+            "a failed write leaves nothing to ack"
+        );
+        bus.flush().await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //!
 //! A bus message is only ever appended, then acked once: a B-tree is more than it needs. Every
 //! queued append goes out in one `write` and, when any of them must be durable, one
-//! `fdatasync`. A message's caller learns its position once the write is done, so it can hand
-//! the message on while the sync runs, and hears again once the sync is done. Acks are records
+//! `fdatasync`. A message's caller learns its position (what its ack names) once the write is
+//! done, while the sync runs, and hears again once the sync is done. Acks are records
 //! too, written lazily (a lost ack only redelivers). A segment whose messages are all acked is
 //! deleted; reading the log back yields the unacked messages.
 //!
 //! The writer thread hands each written batch to a syncer thread and goes on writing, so a
-//! message written while a sync runs is handed on at once; one `fdatasync` covers every
+//! message written while a sync runs is not held back by it; one `fdatasync` covers every
 //! batch written before it began. Both threads look for work for a moment before they sleep
 //! ([`linger`]), so under load they are seldom woken.
 //!
@@ -381,9 +381,9 @@ impl BusLog {
 
     /// Queues a message for appending and returns the signal of its sync. The writer thread
     /// calls `on_written` with the message's position once it is written, while its batch's
-    /// `fdatasync` still runs, so the caller can hand the message on from there without a
-    /// thread hop back. A process crash after the write keeps the message (the page cache
-    /// survives it); a machine crash before the sync may lose it.
+    /// `fdatasync` still runs (the embedded bus tells the message's ack from there). A process
+    /// crash after the write keeps the message (the page cache survives it); a machine crash
+    /// before the sync may lose it.
     pub async fn append(
         &self,
         bytes: Vec<u8>,
