@@ -179,6 +179,9 @@ async fn health_readiness_and_metrics() -> Result<()> {
         r#"envelope_router_presence_lookups_total{outcome="online"} 1"#,
         r#"envelope_router_live_sessions{protocol="websocket"} 1"#,
         "envelope_router_routing_lag_seconds_bucket",
+        // Each send waited for its 202 before the next: two batches of one.
+        "envelope_router_processor_batch_envelopes_count 2",
+        "envelope_router_processor_batch_envelopes_sum 2",
         "envelope_router_delivery_lag_seconds_count 1",
         "envelope_router_ack_latency_seconds_count 1",
         "envelope_router_acks_total 1",

@@ -480,6 +480,7 @@ impl Worker {
                         break;
                     }
                     source.gather(&mut batch).await;
+                    self.processor.metrics.batch.record(batch.len() as f64);
                     unsettled += batch.len();
                     let batch = std::mem::take(&mut batch);
                     let routed = {

@@ -19,6 +19,8 @@ pub struct ProcessorMetrics {
     pub presence_error: Counter,
     /// `envelope_router_routing_lag_seconds`: ingest to routed.
     pub routing_lag: Histogram,
+    /// `envelope_router_processor_batch_envelopes`: messages a routing worker routed together.
+    pub batch: Histogram,
     /// `envelope_router_bus_total{op="ack"}`.
     pub bus_ack: Counter,
     /// `envelope_router_bus_total{op="nack"}`.
@@ -38,6 +40,7 @@ impl ProcessorMetrics {
             presence_offline: counter!("envelope_router_presence_lookups_total", "outcome" => "offline"),
             presence_error: counter!("envelope_router_presence_lookups_total", "outcome" => "error"),
             routing_lag: histogram!("envelope_router_routing_lag_seconds"),
+            batch: histogram!("envelope_router_processor_batch_envelopes"),
             bus_ack: counter!("envelope_router_bus_total", "op" => "ack"),
             bus_nack: counter!("envelope_router_bus_total", "op" => "nack"),
             bus_dead_letter: counter!("envelope_router_bus_total", "op" => "dead_letter"),
