@@ -121,8 +121,8 @@ async fn pending_messages_of_an_older_version_move_onto_the_bus_log() {
 
 #[tokio::test]
 async fn an_acked_message_stays_acked_after_a_restart_and_an_unacked_one_comes_back() {
-    // The subscriber may get a message (and ack it) before its publish has returned: the
-    // writer hands it on once written, while the sync that confirms it still runs.
+    // The subscriber may get a message (and ack it) before its publish has returned: publish
+    // hands it on once its append is queued, and the ack waits for its written position.
     let dir = common::temp_dir("bus-ack-restart");
     let bus_dir = dir.join("bus");
     let message = testkit::bus_message;

@@ -429,11 +429,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_ack_waits_for_the_position_and_a_message_never_written_acks_nothing() {
-        let dir = std::env::temp_dir().join(format!(
-            "er-bus-place-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
+        let dir = crate::embedded::bus_log::tests::temp_dir("place");
         let bus = EmbeddedBus::open(&dir, EmbeddedBusConfig::default())
             .await
             .unwrap();

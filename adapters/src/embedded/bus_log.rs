@@ -912,10 +912,12 @@ impl Syncer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh directory under the system's temp dir, unique to this process, `name` and the
+    /// moment (the embedded bus's tests use it too).
+    pub(crate) fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "er-bus-log-{name}-{}-{}",
             std::process::id(),

@@ -430,9 +430,10 @@ impl BatchSource {
     /// The embedded bus hands a message on from its publisher's task, and tokio runs the
     /// routing task it woke right after that one (its LIFO slot), before the other requests
     /// ready beside it: routed at once, every message would be a batch of its own, and so
-    /// would its store write, its bus ack and its session's flush. Tokio runs a yielded task once its worker has run every
-    /// ready task and polled for I/O, so under load this gathers the messages of the requests
-    /// in flight into one batch, and on an idle worker it costs one poll and no wait.
+    /// would its store write, its bus ack and its session's flush. Tokio runs a yielded task
+    /// once its worker has run every ready task and polled for I/O, so under load this
+    /// gathers the messages of the requests in flight into one batch, and on an idle worker
+    /// it costs a poll of the I/O driver and no wait.
     async fn gather(&mut self, batch: &mut Vec<ReceivedMessage>) {
         for _ in 0..GATHER_YIELDS {
             if batch.len() >= WORKER_BATCH {
