@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::router_load::token;
+use crate::router_load::{receiver_config, token};
 
 /// Senders filling the backlog at once.
 const FILLERS: usize = 16;
@@ -81,7 +81,9 @@ pub async fn router(addr: &str, count: usize, payload: usize) -> Result<BacklogS
         HeaderValue::from_str(&format!("Bearer {}", token(user)?))?,
     );
     let connected = Instant::now();
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(receiver_config()), false)
+            .await?;
     let (mut sink, mut stream) = socket.split();
     let mut seen = HashSet::with_capacity(count);
     let mut pending = Vec::new();

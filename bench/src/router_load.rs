@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::processes::SECRET;
 use crate::stats::Collector;
@@ -22,6 +23,16 @@ use crate::{Load, message_id, next_index};
 
 /// Acks are sent per this many envelopes (or on the flush tick, `Load::ack_interval`).
 const ACK_BATCH: usize = 64;
+
+/// A receiver's read buffer: room for about ten 1 KiB envelope frames per read.
+const RECEIVER_READ_BUFFER: usize = 16 * 1024;
+
+/// The receivers' WebSocket settings. tungstenite zero-fills its read buffer's free room
+/// before every read, so its default buffer (128 KiB) cost the generator a 128 KiB `memset`
+/// per read: 14 % of its CPU while it drove the router at 7,000/s (docs/performance.md).
+pub fn receiver_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(RECEIVER_READ_BUFFER)
+}
 
 /// What a run produced: receipts, accepted ids, failed requests, time spent sending.
 pub struct Outcome {
@@ -94,9 +105,10 @@ pub async fn run(addrs: &[String], load: &Load) -> Result<Outcome> {
             "authorization",
             HeaderValue::from_str(&format!("Bearer {}", token(user)?))?,
         );
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-            .await
-            .context("receiver connect")?;
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(receiver_config()), true)
+                .await
+                .context("receiver connect")?;
         let collector = collector.clone();
         let ack_interval = load.ack_interval;
         let mut stop = stop_rx.clone();
