@@ -24,7 +24,7 @@ mod token;
 use clap::Parser;
 
 /// mimalloc instead of glibc's malloc: allocation was ~13 % of the tokio workers' CPU under
-/// load (per-request buffers, JSON, frames), see docs/performance.md.
+/// load (per-request buffers, JSON, frames), see docs/performance-history.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -16,7 +16,7 @@
 //! A fully acked segment is kept as a spare (`<first>.spare`, up to [`SPARE_SEGMENTS`]) and
 //! renamed into place as a later segment, whose records overwrite its old ones from the start:
 //! on this kind of disk a sync of blocks already written costs about half of one that also
-//! grows the file (docs/performance.md, profiling log entries 28 and 39).
+//! grows the file (docs/performance-history.md, profiling log entries 28 and 39).
 //!
 //! Record: `len: u32 LE` (of what follows the checksum), `crc32: u32 LE` (of the same bytes),
 //! then `kind: u8`, `seq: u64 LE`, `segment: u64 LE` (the first sequence number of the segment

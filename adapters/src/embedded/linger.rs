@@ -6,7 +6,7 @@
 //! within microseconds of the last batch, so a writer that lingers finds it without being
 //! woken, and its batches grow. `yield_now` hands the CPU to any thread that can run, so a
 //! lingering writer costs the others little; with nothing else to run, it costs at most
-//! [`LINGER`] per wait (docs/performance.md, profiling log entry 44).
+//! [`LINGER`] per wait (docs/performance-history.md, profiling log entry 44).
 //!
 //! A writer yields at most [`MAX_YIELDS`] times per wait: on Linux each `sched_yield` with
 //! other threads runnable may push the yielding thread's scheduling deadline back by a time

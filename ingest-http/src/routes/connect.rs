@@ -15,7 +15,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Read buffer per session: small, since clients only send acks (it grows for a larger frame).
-/// 4 KiB → 1 KiB cut idle memory from 11.7 to 8.8 KiB per session (docs/performance.md).
+/// 4 KiB → 1 KiB cut idle memory from 11.7 to 8.8 KiB per session
+/// (docs/performance-history.md, profiling log entry 4).
 const READ_BUFFER: usize = 1024;
 /// Write buffer per session before a flush.
 const WRITE_BUFFER: usize = 8 * 1024;
