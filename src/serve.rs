@@ -9,7 +9,7 @@ use axum::serve::ListenerExt;
 use delivery::{ConnectionManager, DeliveryConfig};
 use ingest_http::auth::{AuthConfig, Authenticator};
 use ingest_http::state::ReadyChecks;
-use ingest_http::{ApiParts, AppState, router};
+use ingest_http::{ApiParts, ApiService, AppState};
 use ingest_mqtt::MqttConfig;
 use ingest_mqtt::MqttIngestor;
 use ingest_mqtt::rumqttc_transport::RumqttcTransport;
@@ -240,7 +240,7 @@ pub async fn run(global: GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     });
     let server_token = shutdown_token.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router(state))
+        axum::serve(listener, ApiService::new(state))
             .with_graceful_shutdown(server_token.cancelled_owned())
             .await
     });

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! * [`router`]: every route, mounted at `/` and again under `/api`.
+//! * [`service`]: [`ApiService`], what the server runs: `POST /send` straight to its handler,
+//!   everything else through the router.
 //! * [`state`]: [`AppState`], a handle on [`ApiParts`], the ports the handlers use.
 //! * [`auth`]: JWT verification (HS256 secret, JWKS for RS256/ES256) and the [`auth::AuthUser`]
 //!   extractor.
@@ -20,9 +22,11 @@ pub mod error;
 pub mod ingest_metrics;
 mod request_metrics;
 mod routes;
+pub mod service;
 pub mod state;
 
 pub use error::ApiError;
+pub use service::ApiService;
 pub use state::{ApiParts, AppState};
 
 use axum::Router;
@@ -30,6 +34,11 @@ use axum::routing::{get, post};
 
 /// The HTTP API for `state`: every route at `/` and under `/api`.
 pub fn router(state: AppState) -> Router {
+    router_with(state, request_metrics::RequestMetricsLayer::default())
+}
+
+/// [`router`] with its requests counted into `metrics`.
+fn router_with(state: AppState, metrics: request_metrics::RequestMetricsLayer) -> Router {
     let routes = Router::new()
         .route("/send", post(routes::send::send))
         .route("/connect", get(routes::connect::connect))
@@ -46,7 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes.clone())
         .nest("/api", routes)
         .fallback(routes::health::not_found)
-        .layer(request_metrics::RequestMetricsLayer::default());
+        .layer(metrics);
     let app = match cors::layer(&state.cors_origins) {
         Some(cors) => app.layer(cors),
         None => app,

@@ -144,38 +144,83 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        let method = request.method().clone();
-        let span = {
-            let route = route_label(route.as_ref());
-            match trace_id(request.headers()) {
-                Some(trace) => tracing::info_span!("request", %method, %route, trace_id = %trace),
-                None => tracing::info_span!("request", %method, %route),
-            }
+        let route = match request.extensions().get::<MatchedPath>() {
+            Some(matched) => RouteLabel::Matched(matched.clone()),
+            None => RouteLabel::Unmatched,
         };
-        let started = Instant::now();
-        let inner = span.in_scope(|| self.inner.call(request)).instrument(span);
-        ResponseFuture {
-            inner,
-            done: Some(Done {
-                metrics: self.metrics.clone(),
-                route,
-                method,
-                started,
-            }),
-        }
+        let inner = &mut self.inner;
+        start(&self.metrics, route, request, |request| inner.call(request))
     }
 }
 
-/// The route label of a request: the pattern of the route it matched, or `unmatched`.
-fn route_label(route: Option<&MatchedPath>) -> &str {
-    route.map_or("unmatched", MatchedPath::as_str)
+impl RequestMetricsLayer {
+    /// Runs `call` on `request` counted, timed and in its request span under the route label
+    /// `route`, as this layer does for a request the router matched: for a request served
+    /// without the router.
+    pub fn around<F>(
+        &self,
+        route: &'static str,
+        request: Request,
+        call: impl FnOnce(Request) -> F,
+    ) -> ResponseFuture<F> {
+        start(&self.metrics, RouteLabel::Fixed(route), request, call)
+    }
+}
+
+/// Opens `request`'s span, starts its clock and calls `call` on it inside the span.
+fn start<F>(
+    metrics: &Arc<RequestMetrics>,
+    route: RouteLabel,
+    request: Request,
+    call: impl FnOnce(Request) -> F,
+) -> ResponseFuture<F> {
+    let method = request.method().clone();
+    let span = {
+        let route = route.as_str();
+        match trace_id(request.headers()) {
+            Some(trace) => tracing::info_span!("request", %method, %route, trace_id = %trace),
+            None => tracing::info_span!("request", %method, %route),
+        }
+    };
+    let started = Instant::now();
+    let inner = span.in_scope(|| call(request)).instrument(span);
+    ResponseFuture {
+        inner,
+        done: Some(Done {
+            metrics: metrics.clone(),
+            route,
+            method,
+            started,
+        }),
+    }
+}
+
+/// The route label of a request: the pattern of the route it matched, the fixed label of a
+/// request served without the router, or `unmatched`.
+enum RouteLabel {
+    /// The router matched this pattern.
+    Matched(MatchedPath),
+    /// Served without the router under this label.
+    Fixed(&'static str),
+    /// No route matched.
+    Unmatched,
+}
+
+impl RouteLabel {
+    /// The label's text.
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Fixed(route) => route,
+            Self::Unmatched => "unmatched",
+        }
+    }
 }
 
 /// What a finished request is recorded with.
 struct Done {
     metrics: Arc<RequestMetrics>,
-    route: Option<MatchedPath>,
+    route: RouteLabel,
     method: Method,
     started: Instant,
 }
@@ -200,7 +245,7 @@ where
         let result = ready!(this.inner.poll(cx));
         if let (Ok(response), Some(done)) = (&result, this.done.take()) {
             done.metrics.record(
-                route_label(done.route.as_ref()),
+                done.route.as_str(),
                 &done.method,
                 response.status(),
                 done.started.elapsed().as_secs_f64(),
@@ -256,6 +301,27 @@ mod tests {
             "labelled by the route's pattern, not the path"
         );
         assert_eq!(counted(&metrics, "unmatched"), vec![("GET", 404)]);
+    }
+
+    #[tokio::test]
+    async fn a_request_served_without_the_router_is_counted_under_its_label() {
+        let layer = RequestMetricsLayer::default();
+        let request = Request::builder()
+            .method("POST")
+            .uri("/api/send?x=1")
+            .body(Body::empty())
+            .unwrap();
+        let response = layer
+            .around("/api/send", request, |_| async {
+                Ok::<_, std::convert::Infallible>(axum::response::IntoResponse::into_response(
+                    StatusCode::ACCEPTED,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert_eq!(counted(&layer.metrics, "/api/send"), vec![("POST", 202)]);
+        assert_eq!(counted(&layer.metrics, "unmatched"), vec![]);
     }
 
     #[test]

@@ -278,6 +278,16 @@ impl Server {
             .ok_or_else(|| anyhow!("no messageId in {body}"))
     }
 
+    /// The `GET /metrics` text.
+    pub async fn metrics_text(&self) -> Result<String> {
+        Ok(self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
     /// `GET /messages` as `bearer`; the message ids.
     pub async fn pending_ids(&self, bearer: &str) -> Result<Vec<String>> {
         let body: Value = self

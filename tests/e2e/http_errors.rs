@@ -293,12 +293,7 @@ async fn send_is_rate_limited_per_sender_and_recipient_pair() -> Result<()> {
     // Other pairs have their own buckets: alice → carol, carol → bob.
     server.send_ok(&token(&alice), &envelope(&carol)).await?;
     server.send_ok(&token(&carol), &envelope(&bob)).await?;
-    let metrics = server
-        .request(Method::GET, "/metrics")
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics_text().await?;
     assert!(
         metrics.contains(r#"envelope_router_rate_limited_total{scope="pair"} 1"#),
         "{metrics}"

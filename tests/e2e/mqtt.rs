@@ -193,12 +193,7 @@ async fn bad_mqtt_messages_are_acknowledged_counted_and_answered() -> Result<()>
     }
     // Acknowledged: none comes back, and each is counted once by reason.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = server
-        .request(Method::GET, "/metrics")
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics_text().await?;
     for (reason, count) in [
         ("unauthenticated", 2),
         ("malformed", 2),
@@ -264,20 +259,8 @@ async fn two_ingestors_share_the_load_and_each_message_is_processed_once() -> Re
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    let on_a = accepted(
-        &a.request(Method::GET, "/metrics")
-            .send()
-            .await?
-            .text()
-            .await?,
-    );
-    let on_b = accepted(
-        &b.request(Method::GET, "/metrics")
-            .send()
-            .await?
-            .text()
-            .await?,
-    );
+    let on_a = accepted(&a.metrics_text().await?);
+    let on_b = accepted(&b.metrics_text().await?);
     assert_eq!(on_a + on_b, 20);
     assert!(
         on_a > 0 && on_b > 0,
