@@ -1,9 +1,8 @@
 //! HTTP API of envelope-router.
 //!
 //! # Layout
-//! * [`router`]: every route, mounted at `/` and again under `/api`.
 //! * [`service`]: [`ApiService`], what the server runs: `POST /send` straight to its handler,
-//!   everything else through the router.
+//!   everything else through the router of every route, mounted at `/` and again under `/api`.
 //! * [`state`]: [`AppState`], a handle on [`ApiParts`], the ports the handlers use.
 //! * [`auth`]: JWT verification (HS256 secret, JWKS for RS256/ES256) and the [`auth::AuthUser`]
 //!   extractor.
@@ -32,13 +31,9 @@ pub use state::{ApiParts, AppState};
 use axum::Router;
 use axum::routing::{get, post};
 
-/// The HTTP API for `state`: every route at `/` and under `/api`.
-pub fn router(state: AppState) -> Router {
-    router_with(state, request_metrics::RequestMetricsLayer::default())
-}
-
-/// [`router`] with its requests counted into `metrics`.
-fn router_with(state: AppState, metrics: request_metrics::RequestMetricsLayer) -> Router {
+/// Every route for `state`, at `/` and under `/api`, with its requests counted into `metrics`
+/// ([`ApiService`] serves through it all but `POST /send`).
+fn router(state: AppState, metrics: request_metrics::RequestMetricsLayer) -> Router {
     let routes = Router::new()
         .route("/send", post(routes::send::send))
         .route("/connect", get(routes::connect::connect))

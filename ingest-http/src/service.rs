@@ -1,6 +1,6 @@
 //! [`ApiService`]: the HTTP API as the server runs it. `POST /send`, the request every
-//! envelope makes, goes straight to its handler; every other request goes through
-//! [`crate::router`].
+//! envelope makes, goes straight to its handler; every other request goes through the
+//! router of every route.
 //!
 //! Between hyper and a handler, axum's router matches the path, clones the route's boxed
 //! service and boxes its future, and the extractors run in a boxed future of their own: about
@@ -33,9 +33,6 @@ pub struct ApiService {
     state: AppState,
     router: Router,
     metrics: RequestMetricsLayer,
-    /// Whether `POST /send` skips the router: not when CORS is configured, whose layer wraps
-    /// the router.
-    direct: bool,
 }
 
 impl ApiService {
@@ -43,16 +40,16 @@ impl ApiService {
     pub fn new(state: AppState) -> Self {
         let metrics = RequestMetricsLayer::default();
         Self {
-            router: crate::router_with(state.clone(), metrics.clone()),
-            direct: state.cors_origins.is_empty(),
+            router: crate::router(state.clone(), metrics.clone()),
             state,
             metrics,
         }
     }
 
-    /// The route label `request` is answered directly under, if it is a `POST /send`.
+    /// The route label `request` is answered directly under, if it is a `POST /send`. Never
+    /// with a CORS allow-list set: its layer wraps the router.
     fn direct_route(&self, request: &Request) -> Option<&'static str> {
-        if !self.direct || request.method() != Method::POST {
+        if !self.state.cors_origins.is_empty() || request.method() != Method::POST {
             return None;
         }
         match request.uri().path() {
